@@ -1,0 +1,91 @@
+"""Recipes: list, show, validate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit import settings
+from toolkit.catalog import Catalog, ModelEntry, load_catalog, parse_recipe, resolve, variant_id
+from toolkit.catalog.loader import recipe_files, shipped_recipes_dir
+from toolkit.errors import DeployError, NotFound
+
+
+def catalog() -> Catalog:
+    """Shipped recipes extended/overridden by DEPLOY_RECIPES_PATH and the user config dir."""
+    return load_catalog(settings.user_recipe_dirs())
+
+
+def model_row(entry: ModelEntry) -> dict[str, Any]:
+    m = entry.model
+    formats = sorted({v.format for v in m.variants})
+    return {
+        "id": m.id,
+        "family": entry.family,
+        "name": m.name,
+        "params_total": m.params.total,
+        "params_active": m.params.active,
+        "formats": formats,
+        "context": m.context.native,
+        "variants": len(m.variants),
+    }
+
+
+def list_recipes() -> list[dict[str, Any]]:
+    cat = catalog()
+    return [model_row(e) for e in sorted(cat.models.values(), key=lambda e: (e.family, e.model.id))]
+
+
+def model_document(entry: ModelEntry) -> dict[str, Any]:
+    """The resolved recipe for one model, with variant ids and where it came from."""
+    m = entry.model
+    doc: dict[str, Any] = {"family": entry.family, "file": str(entry.file)}
+    if entry.overrides is not None:
+        doc["overrides"] = str(entry.overrides)
+    body = m.model_dump(mode="json", exclude_none=True)
+    for vdoc, v in zip(body.get("variants", []), m.variants, strict=True):
+        vdoc["id"] = variant_id(m, v)
+        vdoc["total_size"] = v.total_size()
+    doc.update(body)
+    return doc
+
+
+def show_recipe(name: str) -> list[dict[str, Any]]:
+    resolved = resolve(catalog(), name)
+    docs = [model_document(e) for e in resolved.entries]
+    if resolved.variant is not None:
+        vid = resolved.variant_id
+        docs[0]["variants"] = [v for v in docs[0]["variants"] if v["id"] == vid]
+    return docs
+
+
+@dataclass(frozen=True)
+class Validation:
+    file: str
+    models: int
+    variants: int
+    error: str | None
+
+
+def validate_recipes(paths: Sequence[Path] = ()) -> list[Validation]:
+    """Validate the given files (or directories), or the shipped recipes."""
+    targets: list[Path] = []
+    for p in paths or [shipped_recipes_dir()]:
+        if p.is_dir():
+            targets.extend(recipe_files([p]))
+        elif p.exists():
+            targets.append(p)
+        else:
+            raise NotFound(f"no such file: {p}")
+    results: list[Validation] = []
+    for path in targets:
+        try:
+            recipe = parse_recipe(path)
+        except DeployError as exc:
+            results.append(Validation(str(path), 0, 0, str(exc)))
+            continue
+        n_variants = sum(len(m.variants) for m in recipe.models)
+        results.append(Validation(str(path), len(recipe.models), n_variants, None))
+    return results

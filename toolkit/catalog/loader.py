@@ -1,0 +1,154 @@
+"""Read recipe files: shipped ones (inside the wheel), then user directories.
+
+Errors name the file and the key path (`qwen3-coder.yaml: models[1].variants[3].size`).
+A user recipe whose family or model id matches a shipped one overrides it; the override
+is recorded so `deploy recipes show` can report it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from toolkit.catalog.schema import Model, RecipeFile, Unavailable, variant_id
+from toolkit.errors import RecipeError
+
+
+def shipped_recipes_dir() -> Path:
+    """Recipes shipped with the package.
+
+    In a wheel they live at `toolkit/_recipes`; in a source checkout (editable install)
+    at the project's top-level `recipes/` beside the package.
+    """
+    packaged = Path(str(resources.files("toolkit"))) / "_recipes"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _key_path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "missing":
+        msg = "required key is missing"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see docs/recipes.md)"
+    elif err["type"] == "literal_error" and loc and loc[-1] == "format":
+        msg = f"unknown format {err.get('input')!r}; {msg.lower()}"
+    return _key_path(loc), msg
+
+
+def parse_recipe(path: Path) -> RecipeFile:
+    """Parse and validate one recipe file. Raises RecipeError naming file and key path."""
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(str(path), "", f"cannot read: {exc.strerror}") from exc
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(name, where, f"invalid YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise RecipeError(name, "", "a recipe must be a mapping with 'family' and 'models'")
+    try:
+        recipe = RecipeFile.model_validate(data)
+    except ValidationError as exc:
+        key, msg = _first_error(exc)
+        raise RecipeError(name, key, msg) from exc
+    _check_unique_ids(name, recipe)
+    return recipe
+
+
+def _check_unique_ids(name: str, recipe: RecipeFile) -> None:
+    seen: dict[str, str] = {}
+    for i, model in enumerate(recipe.models):
+        key = f"models[{i}].id"
+        if model.id in seen:
+            raise RecipeError(name, key, f"duplicate id {model.id!r} (also at {seen[model.id]})")
+        seen[model.id] = key
+        for j, variant in enumerate(model.variants):
+            vid = variant_id(model, variant)
+            vkey = f"models[{i}].variants[{j}]"
+            if vid in seen:
+                raise RecipeError(name, vkey, f"duplicate variant id {vid!r} (also at {seen[vid]})")
+            seen[vid] = vkey
+    for i, gone in enumerate(recipe.unavailable):
+        key = f"unavailable[{i}].id"
+        if gone.id in seen:
+            raise RecipeError(name, key, f"duplicate id {gone.id!r} (also at {seen[gone.id]})")
+        seen[gone.id] = key
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    model: Model
+    family: str
+    file: Path
+    #: The shipped file this entry replaced, when a user recipe overrides it.
+    overrides: Path | None = None
+
+
+@dataclass
+class Catalog:
+    families: dict[str, RecipeFile] = field(default_factory=dict)
+    family_files: dict[str, Path] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    unavailable: dict[str, Unavailable] = field(default_factory=dict)
+
+    def add(self, path: Path, recipe: RecipeFile) -> None:
+        previous = self.family_files.get(recipe.family)
+        if previous is not None:
+            # A later file with the same family replaces the whole family.
+            for mid in [m for m, e in self.models.items() if e.family == recipe.family]:
+                del self.models[mid]
+        self.families[recipe.family] = recipe
+        self.family_files[recipe.family] = path
+        for model in recipe.models:
+            old = self.models.get(model.id)
+            overrides = previous if previous is not None else (old.file if old else None)
+            if old is not None and old.family != recipe.family:
+                fam = self.families[old.family]
+                kept = tuple(m for m in fam.models if m.id != model.id)
+                self.families[old.family] = fam.model_copy(update={"models": kept})
+            self.models[model.id] = ModelEntry(model, recipe.family, path, overrides)
+        for gone in recipe.unavailable:
+            self.unavailable[gone.id] = gone
+
+
+def recipe_files(dirs: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for d in dirs:
+        if d.is_dir():
+            files.extend(sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml")))
+    return files
+
+
+def load_catalog(user_dirs: Sequence[Path] = ()) -> Catalog:
+    """Shipped recipes, then each user dir in order (later ones override earlier ones)."""
+    catalog = Catalog()
+    for path in recipe_files([shipped_recipes_dir(), *user_dirs]):
+        catalog.add(path, parse_recipe(path))
+    return catalog

