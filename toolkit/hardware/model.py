@@ -82,6 +82,15 @@ class Hardware:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fingerprint(self) -> str:
+        """A stable key for 'the same machine' (calibration records): GPU models and
+        memory, CPU model and RAM size; not free memory, which changes."""
+        import hashlib
+
+        parts = [f"{g.name}|{g.total_bytes}|{g.mig}" for g in self.gpus]
+        parts.append(f"{self.host.cpu_model}|{self.host.ram_total_bytes}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hardware:
         host_fields = {f.name for f in fields(Host)}

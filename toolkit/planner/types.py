@@ -165,3 +165,41 @@ class Rejection:
     #: What it would need ("needs 18.2 GiB, 16.0 GiB free").
     needs_bytes: int | None = None
     have_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class MeasuredDevice:
+    """Memory an engine reported (or a process used) on one device, in bytes."""
+
+    id: str
+    weights_bytes: int | None = None
+    kv_cache_bytes: int | None = None
+    compute_bytes: int | None = None
+    #: Everything the process held on that device (RSS for "cpu").
+    total_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """What a real run measured; an explicit planner input keyed by hardware/engine/model.
+
+    The planner uses a record whose `hardware_key`, `engine` and `model_key` match the plan
+    being made (a measured term replaces the modelled one) and names it in Plan.calibration.
+    """
+
+    id: str
+    hardware_key: str
+    engine: Engine
+    engine_version: str
+    #: Variant id, or "file:<sha256 prefix>" for a local file.
+    model_key: str
+    ctx: int
+    concurrency: int
+    kv_dtype: str
+    devices: tuple[MeasuredDevice, ...]
+    kv_tokens_capacity: int | None = None
+    decode_tok_s: float | None = None
+    ubatch: int | None = None
+    #: Where the numbers came from (log file, bench result).
+    source: str = ""
+    created: str = ""

@@ -1,0 +1,1 @@
+"""Facts from model files: GGUF headers, HF config.json and safetensors headers."""
