@@ -23,6 +23,13 @@ DEPLOY_OFFLINE = "DEPLOY_OFFLINE"
 DEPLOY_DEBUG = "DEPLOY_DEBUG"
 #: A hardware spec string or profile file used when --hw is not given.
 DEPLOY_HW = "DEPLOY_HW"
+#: Hugging Face's own variables, honoured (read at call time, not at import) by the store:
+#: HF_HOME (default ~/.cache/huggingface), HF_HUB_CACHE (default $HF_HOME/hub; the model
+#: store shared with other tools), HF_ENDPOINT (a hub mirror), HF_TOKEN (gated repos; read
+#: by huggingface_hub itself), HF_HUB_OFFLINE (offline mode, same as DEPLOY_OFFLINE).
+HF_HOME = "HF_HOME"
+HF_HUB_CACHE = "HF_HUB_CACHE"
+HF_ENDPOINT = "HF_ENDPOINT"
 
 
 def _truthy(value: str | None) -> bool:
@@ -86,3 +93,47 @@ def debug() -> bool:
 
 def default_hw() -> str | None:
     return os.environ.get(DEPLOY_HW) or None
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache: deploy's model store (HF_HUB_CACHE, else $HF_HOME/hub)."""
+    value = os.environ.get(HF_HUB_CACHE) or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if value:
+        return Path(os.path.expandvars(value)).expanduser()
+    hf_home = os.environ.get(HF_HOME)
+    if hf_home:
+        return Path(os.path.expandvars(hf_home)).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "huggingface" / "hub"
+
+
+def hf_endpoint() -> str:
+    """The hub to download from (HF_ENDPOINT; default https://huggingface.co)."""
+    return (os.environ.get(HF_ENDPOINT) or "https://huggingface.co").rstrip("/")
+
+
+def store_dir() -> Path:
+    """deploy's records about the store (verified revisions, hashes): $DEPLOY_HOME/store."""
+    return home() / "store"
+
+
+#: Which GPUs a process may use; read by the hardware probes, never written by deploy.
+#: CUDA_VISIBLE_DEVICES (NVIDIA: indices, GPU-/MIG- UUIDs); ROCR_VISIBLE_DEVICES and
+#: HIP_VISIBLE_DEVICES (AMD; HIP also honours CUDA_VISIBLE_DEVICES).
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+ROCR_VISIBLE_DEVICES = "ROCR_VISIBLE_DEVICES"
+HIP_VISIBLE_DEVICES = "HIP_VISIBLE_DEVICES"
+
+
+def visible_devices(vendor: str) -> str | None:
+    """The device filter for `vendor` ("nvidia" or "amd"); None when unset (all visible)."""
+    names = (
+        [CUDA_VISIBLE_DEVICES]
+        if vendor == "nvidia"
+        else [ROCR_VISIBLE_DEVICES, HIP_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES]
+    )
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None:
+            return value
+    return None
