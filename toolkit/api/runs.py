@@ -1,0 +1,559 @@
+"""Runs: `deploy up` (plan → engine → a server that answers), ps, logs, stop, check.
+
+`up` composes the planner (or a plan file), the model files, the engine's launch
+builder and the process lifecycle in `toolkit.runs`. Secure and private by default:
+loopback, a generated API key handed over by file or environment, offline, telemetry off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolkit import keys
+from toolkit.errors import (
+    Conflict,
+    DeployError,
+    DoesNotFit,
+    EngineError,
+    NotFound,
+    UsageError,
+)
+from toolkit.planner.types import Plan
+from toolkit.runs import process, ready, records
+from toolkit.runs.check import CheckItem, check_server
+from toolkit.runs.records import RunRecord, State
+from toolkit.units import format_bytes
+
+if TYPE_CHECKING:
+    from toolkit.engines.base import InstalledEngine, Launch
+
+#: Called with one-line messages the user must see at once (warnings, --force).
+Notify = Callable[[str], None]
+#: Seconds to wait for the model to answer, per engine (vLLM on CPU: 30-120 s measured).
+DEFAULT_TIMEOUT_S = {"llamacpp": 180.0, "vllm": 900.0}
+#: Lines of the log shown when a start fails.
+TAIL_LINES = 25
+#: Variables an engine reads as ITS API key; removed from the inherited environment so
+#: only deploy's key (given by file or by `Launch.secret_env`) is in force.
+_INHERITED_KEY_VARS = ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY", "VLLM_API_KEY", "API_KEY")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """Everything `deploy up` takes besides the model (flag > env > default)."""
+
+    plan_file: Path | None = None
+    engine: str | None = None
+    variant: str | None = None
+    ctx: int | None = None
+    concurrency: int | None = None
+    name: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    force: bool = False
+    online: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    llama_server: Path | None = None
+    timeout: float | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class DryRun:
+    name: str
+    plan: Plan
+    launch: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpResult:
+    record: RunRecord
+    key_file: Path | None
+    seconds_to_ready: float
+    warnings: tuple[str, ...] = ()
+    snippets: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- plan and model files
+
+
+def load_plan_file(path: Path) -> Plan:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise NotFound(f"cannot read plan file {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise UsageError(
+            f"{path} is not JSON: {exc}", hint="deploy plan MODEL --json > plan.json"
+        ) from exc
+    if isinstance(data, dict) and "plans" in data:  # a whole `deploy plan --json` answer
+        if not data["plans"]:
+            raise DoesNotFit(f"{path} holds no viable plan", hint="deploy plan MODEL --all")
+        data = data["plans"][0]
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a plan document")
+    return Plan.from_dict(data)
+
+
+def make_plan(model: str, opts: UpOptions) -> Plan:
+    """The best plan for this machine now (the planner's first choice)."""
+    import importlib
+
+    from toolkit.planner.types import PlanRequest
+
+    planner = importlib.import_module("toolkit.api.plan")
+
+    engine = opts.engine
+    if engine == "llamacpp-python":
+        engine = "llamacpp"
+    request = PlanRequest(
+        ctx=opts.ctx,
+        concurrency=opts.concurrency or 1,
+        engine=engine,  # type: ignore[arg-type]
+        variant=opts.variant,
+    )
+    best: Plan = planner.best_plan(model, request)
+    return best
+
+
+def model_files(plan: Plan) -> Path:
+    """The local file or folder the engine loads, or NotFound naming how to get it."""
+    if plan.model_path:
+        path = Path(plan.model_path).expanduser()
+        if not path.exists():
+            raise NotFound(
+                f"model file {path} does not exist",
+                hint=f"check the path, or make a new plan: deploy plan {plan.model_id}",
+            )
+        return path
+    from toolkit.api.recipes import catalog
+    from toolkit.catalog import resolve
+    from toolkit.store.locate import locate
+
+    resolved = resolve(catalog(), plan.variant_id)
+    if resolved.variant is not None:
+        paths = locate(resolved.entry, resolved.variant)
+        if paths:
+            # A GGUF (split: its first shard) is loaded by file; safetensors by folder.
+            return paths[0] if resolved.variant.format == "gguf" else paths[0].parent
+    raise NotFound(
+        f"the files of {plan.variant_id} are not in the model store",
+        hint=f"deploy pull {plan.variant_id}",
+    )
+
+
+def free_memory_now() -> dict[str, int]:
+    """Bytes free per device id right now: 'cpu' (RAM, cgroup-aware) and GPUs when probed."""
+    from toolkit.hardware.detect import detect
+
+    hw = detect()
+    free = {"cpu": hw.host.ram_available_bytes}
+    for gpu in hw.gpus:
+        free[gpu.device_id] = gpu.free_bytes
+    return free
+
+
+def fit_problems(plan: Plan, free: dict[str, int]) -> list[str]:
+    """One line per device where the plan needs more than is free now. Pure."""
+    out = []
+    for dev in plan.memory:
+        have = free.get(dev.id)
+        if have is not None and dev.total_bytes > have:
+            out.append(
+                f"{dev.id}: needs {format_bytes(dev.total_bytes)}, {format_bytes(have)} free now"
+            )
+    return out
+
+
+# ---------------------------------------------------------------- engine
+
+
+def find_installed(plan: Plan, opts: UpOptions) -> InstalledEngine:
+    """The engine for the plan: native llama-server first, llama-cpp-python as fallback."""
+    from toolkit.engines.base import INSTALL_HINT, find_engine
+
+    if plan.engine == "vllm":
+        return find_engine("vllm")
+    if opts.engine == "llamacpp-python":
+        return find_engine("llamacpp-python")
+    try:
+        return find_engine("llamacpp", path=opts.llama_server)
+    except EngineError as native:
+        if opts.llama_server is not None:
+            raise
+        try:
+            return find_engine("llamacpp-python")
+        except EngineError:
+            raise EngineError(
+                "no llama.cpp engine: neither the native llama-server nor llama-cpp-python "
+                "is installed",
+                hint=f"{INSTALL_HINT['llamacpp']}  (fallback: {INSTALL_HINT['llamacpp-python']})",
+            ) from native
+
+
+def default_name(plan: Plan) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._:@+-]+", "-", plan.variant_id).strip("-.") or "run"
+    return name[:128]
+
+
+def _tls(opts: UpOptions) -> Any:
+    if (opts.tls_cert is None) != (opts.tls_key is None):
+        raise UsageError("give both --tls-cert and --tls-key", hint="deploy up --help")
+    if opts.tls_cert is None or opts.tls_key is None:
+        return None
+    from toolkit.engines.base import TlsFiles
+
+    for p in (opts.tls_cert, opts.tls_key):
+        if not p.exists():
+            raise NotFound(f"TLS file {p} does not exist")
+    return TlsFiles(cert=opts.tls_cert.resolve(), key=opts.tls_key.resolve())
+
+
+def security_warnings(opts: UpOptions) -> list[str]:
+    """Warnings for what is risky. Pure. (A key is always generated and required, so no
+    server deploy starts answers without one, on loopback or elsewhere.)"""
+    warnings = []
+    if not process.is_loopback(opts.host) and opts.tls_cert is None:
+        warnings.append(
+            f"serving on {opts.host} without TLS: the API key and every prompt cross the "
+            "network in clear text (add --tls-cert/--tls-key)"
+        )
+    return warnings
+
+
+def _holder_of(port: int) -> str:
+    for rec in records.all_records():
+        if rec.port == port and process.alive(rec.pid, rec.create_time):
+            return f" by run {rec.name!r} (pid {rec.pid})"
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
+                return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except (psutil.Error, OSError):
+        pass
+    return ""
+
+
+def choose_port(host: str, port: int | None) -> int:
+    """The port to serve on: the one asked for if it is free, else one the OS gives."""
+    used = {r.port for r in records.all_records() if process.alive(r.pid, r.create_time)}
+    if port is not None:
+        if port in used or not process.port_free(host, port):
+            raise Conflict(
+                f"port {port} on {host} is already in use{_holder_of(port)}",
+                hint="leave out --port to pick a free one, or: deploy ps",
+            )
+        return port
+    for _ in range(50):
+        candidate = process.free_port(host)
+        if candidate not in used:
+            return candidate
+    raise Conflict(f"no free port found on {host}")
+
+
+def child_env(launch: Launch, run_dir: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in _INHERITED_KEY_VARS}
+    tmp = run_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    base["TMPDIR"] = str(tmp)
+    return launch.process_env(base)
+
+
+# ---------------------------------------------------------------- up
+
+
+def up(
+    model: str | None,
+    opts: UpOptions,
+    *,
+    notify: Notify | None = None,
+    progress: ready.Progress | None = None,
+) -> UpResult | DryRun:
+    """Start a server for `model` (or opts.plan_file) and return once the model answers."""
+    say = notify or (lambda _msg: None)
+    if opts.plan_file is not None:
+        plan = load_plan_file(opts.plan_file)
+    elif model is None:
+        raise UsageError("give a MODEL or --plan FILE", hint="deploy up smollm2-135m")
+    else:
+        plan = make_plan(model, opts)
+    warnings = security_warnings(opts)
+    problems = fit_problems(plan, free_memory_now())
+    if problems and not opts.force:
+        raise DoesNotFit(
+            f"the plan for {plan.variant_id} does not fit the memory free now: "
+            + "; ".join(problems),
+            hint=f"free memory, plan again (deploy plan {plan.model_id} --ctx "
+            f"{max(512, plan.ctx // 2)}), or start anyway with --force",
+        )
+    if problems:
+        warnings.append(
+            "--force: STARTING ANYWAY although the plan does not fit the free memory ("
+            + "; ".join(problems)
+            + "); expect swapping or the OOM killer"
+        )
+    for w in warnings:
+        say(w)
+    tls = _tls(opts)
+    path = model_files(plan)
+    installed = find_installed(plan, opts)
+    name = records.check_name(opts.name or default_name(plan))
+    rdir = records.run_dir(name)
+    key_file = keys.key_path(name)
+
+    from toolkit.engines.base import build_launch
+
+    def launch_for(port: int) -> Launch:
+        return build_launch(
+            plan,
+            installed,
+            model_path=path,
+            host=opts.host,
+            port=port,
+            api_key_file=key_file,
+            run_dir=rdir,
+            online=opts.online,
+            tls=tls,
+        )
+
+    if opts.dry_run:
+        launch = launch_for(opts.port or 0)
+        return DryRun(name, plan, launch.redacted(), tuple(warnings))
+
+    with records.lock():
+        existing = records.find(name)
+        if existing is not None and process.alive(existing.pid, existing.create_time):
+            raise Conflict(
+                f"run {name!r} is already running: {existing.engine} pid {existing.pid} at "
+                f"{existing.base_url} ({existing.state})",
+                hint=f"deploy stop {name}   or   deploy up ... --name {name}-2",
+            )
+        if existing is not None:  # stale: the server died; its group may hold children
+            process.stop_group(existing.pgid, existing.pid)
+            records.remove(existing)
+        port = choose_port(opts.host, opts.port)
+        launch = launch_for(port)
+        keys.ensure_key(name)
+        rdir.mkdir(parents=True, exist_ok=True)
+        log = rdir / records.LOG_FILE
+        if log.exists():
+            log.replace(rdir / f"{records.LOG_FILE}.1")
+        red = launch.redacted()
+        record = RunRecord(
+            name=name,
+            model=model or plan.model_path or plan.model_id,
+            variant_id=plan.variant_id,
+            engine=installed.name,
+            engine_version=installed.version,
+            state="starting",
+            host=opts.host,
+            port=port,
+            base_url=launch.base_url,
+            served_model_name=launch.served_model_name,
+            log_file=str(log),
+            run_dir=str(rdir),
+            argv=tuple(launch.argv),
+            env=red["env"],
+            started_at=time.time(),
+            key_file=str(key_file) if key_file else None,
+            tls=tls is not None,
+            plan=plan.to_dict(),
+        )
+        proc = process.spawn(launch.argv, child_env(launch, rdir), log, rdir)
+        record = replace(
+            record, pid=proc.pid, pgid=proc.pid, create_time=process.create_time(proc.pid)
+        )
+        records.save(record)
+
+    probe = probe_for(record)
+    timeout = opts.timeout or DEFAULT_TIMEOUT_S.get(plan.engine, 300.0)
+    try:
+        waited = ready.wait_ready(
+            probe, is_alive=lambda: proc.poll() is None, timeout=timeout, progress=progress
+        )
+    except ready.ServerDied as exc:
+        raise _failed(record, f"{installed.name} exited while {exc}", proc.poll()) from None
+    except TimeoutError as exc:
+        raise _failed(record, f"not ready after {timeout:.0f} s ({exc})", proc.poll()) from None
+    except ready.KeyRejected as exc:
+        raise _failed(record, str(exc), proc.poll()) from None
+    except BaseException:
+        process.stop_group(record.pgid, record.pid)
+        records.update(record, state="dead", error="interrupted while starting")
+        raise
+    record = records.update(record, state="ready", ready_at=time.time())
+    return UpResult(
+        record=record,
+        key_file=key_file,
+        seconds_to_ready=waited,
+        warnings=tuple([*warnings, *launch.notes]),
+        snippets=client_snippets(record.base_url, record.served_model_name, key_file),
+    )
+
+
+def _failed(record: RunRecord, what: str, returncode: int | None) -> EngineError:
+    """Stop what is left, mark the record dead, and build the error with the log tail."""
+    process.stop_group(record.pgid, record.pid)
+    lines = ready.tail(Path(record.log_file), TAIL_LINES)
+    cause = ready.likely_cause(lines, returncode)
+    records.update(record, state="dead", error=f"{what}; {cause}" if cause else what)
+    code = f" (exit status {returncode})" if returncode is not None else ""
+    text = f"{record.engine} failed to start{code}: {what}"
+    if cause:
+        text += f"\n  Likely cause: {cause}"
+    text += f"\n  Last {len(lines)} lines of {record.log_file}:\n" + "\n".join(
+        f"    {line}" for line in lines
+    )
+    return EngineError(text, hint=f"deploy logs {record.name}   (then: deploy stop {record.name})")
+
+
+def probe_for(record: RunRecord) -> ready.Probe:
+    key = keys.read_key(Path(record.key_file)) if record.key_file else None
+    root = record.base_url.removesuffix("/v1")
+    cert = None
+    if record.tls:
+        cert = _tls_cert_from_argv(record.argv)
+    return ready.Probe(base_url=root, model=record.served_model_name, key=key, verify=cert)
+
+
+def _tls_cert_from_argv(argv: tuple[str, ...]) -> str | None:
+    for flag in ("--ssl-cert-file", "--ssl-certfile"):
+        if flag in argv:
+            return argv[argv.index(flag) + 1]
+    return None
+
+
+def client_snippets(base_url: str, model: str, key_file: Path | None) -> dict[str, str]:
+    """Copy-paste clients. The key is read from its file, never printed. Pure."""
+    auth = f' -H "Authorization: Bearer $(cat {key_file})"' if key_file else ""
+    key_expr = f'Path("{key_file}").read_text().strip()' if key_file else '"none"'
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    return {
+        "key": f"cat {key_file}" if key_file else "(no key)",
+        "curl": f"curl -s {base_url}/chat/completions{auth} \\\n"
+        f"  -H 'Content-Type: application/json' \\\n  -d '{body}'",
+        "python": "from pathlib import Path\nfrom openai import OpenAI\n\n"
+        f'client = OpenAI(base_url="{base_url}", api_key={key_expr})\n'
+        "reply = client.chat.completions.create(\n"
+        f'    model="{model}", messages=[{{"role": "user", "content": "Hello!"}}]\n)\n'
+        "print(reply.choices[0].message.content)",
+    }
+
+
+# ---------------------------------------------------------------- ps, logs, stop, check
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    name: str
+    model: str
+    engine: str
+    engine_version: str | None
+    pid: int | None
+    port: int
+    base_url: str
+    state: State
+    uptime_s: float | None
+    rss_bytes: int | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def status(record: RunRecord) -> RunStatus:
+    live = process.alive(record.pid, record.create_time)
+    state: State = record.state if live and record.state != "dead" else "dead"
+    return RunStatus(
+        name=record.name,
+        model=record.model,
+        engine=record.engine,
+        engine_version=record.engine_version,
+        pid=record.pid,
+        port=record.port,
+        base_url=record.base_url,
+        state=state,
+        uptime_s=time.time() - record.started_at if live else None,
+        rss_bytes=process.group_rss(record.pgid) if live else None,
+        error=record.error if state == "dead" else None,
+    )
+
+
+def ps() -> list[RunStatus]:
+    return [status(r) for r in records.all_records()]
+
+
+def logs(name: str, *, lines: int = 50, follow: bool = False) -> Iterator[str]:
+    record = records.find(name)
+    log = Path(record.log_file) if record else records.run_dir(name) / records.LOG_FILE
+    if not log.exists():
+        raise NotFound(f"no log for run {name!r}", hint="deploy ps")
+    if not follow:
+        yield from ready.tail(log, lines)
+        return
+    yield from ready.follow(
+        log, lines, stop=lambda: record is None or not process.alive(record.pid, record.create_time)
+    )
+
+
+@dataclass(frozen=True)
+class Stopped:
+    name: str
+    outcome: str
+
+
+def stop(name: str | None, *, all_runs: bool = False) -> list[Stopped]:
+    """TERM, wait, KILL the run's whole process group; forget the record. Idempotent."""
+    if all_runs:
+        targets = records.all_records()
+    elif name is None:
+        raise UsageError("give a run NAME or --all", hint="deploy ps")
+    else:
+        found = records.find(name)
+        if found is None:
+            return [Stopped(name, "not running (no such run)")]
+        targets = [found]
+    out = []
+    for rec in targets:
+        outcome = process.stop_group(rec.pgid, rec.pid)
+        with records.lock():
+            current = records.find(rec.name)
+            if current is not None and current.pid == rec.pid:
+                records.remove(current)
+        out.append(Stopped(rec.name, outcome))
+    return out
+
+
+def check(name: str) -> list[CheckItem]:
+    record = records.load(name)
+    if not process.alive(record.pid, record.create_time):
+        raise EngineError(f"run {name!r} is not running", hint=f"deploy logs {name}")
+    return check_server(
+        probe_for(record),
+        expected_ctx=record.plan.get("ctx"),
+        tool_calling=recipe_tool_calling(str(record.plan.get("variant_id", ""))),
+    )
+
+
+def recipe_tool_calling(variant: str) -> bool:
+    from toolkit.api.recipes import catalog
+    from toolkit.catalog import resolve
+
+    try:
+        return resolve(catalog(), variant).entry.model.tool_calling
+    except DeployError:
+        return False

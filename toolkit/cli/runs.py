@@ -1,0 +1,209 @@
+"""`deploy up | ps | logs | stop | check`."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import click
+
+from toolkit.api import runs as api
+from toolkit.cli.output import console, emit_json, json_option
+from toolkit.errors import EngineError
+from toolkit.units import format_bytes
+
+
+def _warn(message: str) -> None:
+    loud = message.startswith("--force")
+    style = "bold red" if loud else "yellow"
+    console(stderr=True).print(f"[{style}]Warning: {message}[/{style}]")
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="Run this plan file.")
+@click.option(
+    "--engine",
+    type=click.Choice(["llamacpp", "llamacpp-python", "vllm"]),
+    help="Engine (llamacpp-python: the llama-cpp-python fallback server).",
+)
+@click.option("--variant", help="Variant id or quant (e.g. q4_k_m).")
+@click.option("--ctx", type=int, help="Context per sequence.")
+@click.option("--concurrency", type=int, help="Parallel sequences (llama.cpp slots).")
+@click.option("--name", help="Run name (default: the variant id).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=int, help="Port (default: a free one).")
+@click.option("--force", is_flag=True, help="Start even if the plan does not fit free memory.")
+@click.option("--online", is_flag=True, help="Let the engine reach the hub (default: offline).")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="TLS certificate (PEM).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="TLS private key (PEM).")
+@click.option("--llama-server", type=click.Path(path_type=Path), help="llama-server binary.")
+@click.option("--timeout", type=float, help="Seconds to wait for the model to answer.")
+@click.option("--dry-run", is_flag=True, help="Print argv and env (key redacted); start nothing.")
+@click.option("--foreground", is_flag=True, help="Stay attached: show the log, Ctrl-C stops.")
+@json_option
+def up(model: str | None, foreground: bool, as_json: bool, **kw: object) -> None:
+    """Launch a private OpenAI-compatible server for MODEL and wait until it answers.
+
+    MODEL is a recipe name or variant id (files from `deploy pull`), or a local GGUF file
+    or model folder. Binds 127.0.0.1 with a generated API key, offline, telemetry off.
+    """
+    opts = api.UpOptions(**kw)  # type: ignore[arg-type]
+    err = console(stderr=True)
+    with err.status("planning", spinner="dots") as status:
+
+        def progress(phase: str, elapsed: float) -> None:
+            status.update(f"{phase}  [dim]{elapsed:4.0f} s[/dim]")
+
+        result = api.up(model, opts, notify=_warn, progress=progress)
+    if isinstance(result, api.DryRun):
+        if as_json:
+            emit_json({"name": result.name, "plan": result.plan.to_dict(), **result.launch})
+            return
+        click.echo(f"# run {result.name}: {result.plan.variant_id} on {result.launch['engine']}")
+        for var, value in result.launch["env"].items():
+            click.echo(f"{var}={shlex.quote(str(value))} \\")
+        click.echo(shlex.join(result.launch["argv"]))
+        return
+    rec = result.record
+    if as_json:
+        emit_json(
+            {
+                **api.status(rec).to_dict(),
+                "key_file": str(result.key_file),
+                "seconds_to_ready": result.seconds_to_ready,
+                "snippets": result.snippets,
+            }
+        )
+    else:
+        out = console()
+        out.print(
+            f"[green]Ready[/green] in {result.seconds_to_ready:.1f} s: run [bold]{rec.name}"
+            f"[/bold] ({rec.engine} {rec.engine_version}, pid {rec.pid})"
+        )
+        out.print(f"  base URL  {rec.base_url}")
+        out.print(f"  model     {rec.served_model_name}")
+        out.print(f"  API key   {result.snippets['key']}   (file mode 0600; never printed)")
+        out.print(
+            f"  manage    deploy logs {rec.name} -f | deploy check {rec.name} | "
+            f"deploy stop {rec.name}"
+        )
+        for note in result.warnings:
+            out.print(f"  [yellow]note[/yellow]  {note}")
+        click.echo("\ncurl:\n" + result.snippets["curl"])
+        click.echo("\nPython (openai):\n" + result.snippets["python"])
+    if foreground:
+        _foreground(rec.name)
+
+
+def _foreground(name: str) -> None:
+    click.echo(f"\n--- {name}: log follows; Ctrl-C stops the server ---", err=True)
+    try:
+        for line in api.logs(name, lines=0, follow=True):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for s in api.stop(name):
+            click.echo(f"{s.name}: {s.outcome}", err=True)
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+@click.command()
+@json_option
+def ps(as_json: bool) -> None:
+    """List runs: state (starting, ready, dead), port, uptime, memory of the process group."""
+    rows = api.ps()
+    if as_json:
+        emit_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        click.echo("no runs (start one: deploy up MODEL)")
+        return
+    from rich.table import Table
+
+    table = Table("name", "model", "engine", "pid", "port", "uptime", "state", "memory", box=None)
+    colour = {"ready": "green", "starting": "yellow", "dead": "red"}
+    for r in rows:
+        table.add_row(
+            r.name,
+            r.model,
+            r.engine,
+            str(r.pid or "-"),
+            str(r.port),
+            _uptime(r.uptime_s),
+            f"[{colour[r.state]}]{r.state}[/{colour[r.state]}]",
+            format_bytes(r.rss_bytes) if r.rss_bytes is not None else "-",
+        )
+    console().print(table)
+    if any(r.state == "dead" for r in rows):
+        click.echo("dead runs: see `deploy logs NAME`; `deploy stop NAME` cleans them up", err=True)
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="Lines from the end.")
+def logs(name: str, follow: bool, lines: int) -> None:
+    """Show a run's server log (the engine's output)."""
+    try:
+        for line in api.logs(name, lines=lines, follow=follow):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_runs", is_flag=True, help="Stop every run.")
+@click.option("--timeout", default=15.0, show_default=True, hidden=True)
+def stop(name: str | None, all_runs: bool, timeout: float) -> None:
+    """Stop a run: TERM, wait, KILL its whole process group. Safe to repeat."""
+    done = api.stop(name, all_runs=all_runs)
+    if not done:
+        click.echo("no runs")
+    for s in done:
+        click.echo(f"{s.name}: {s.outcome}")
+
+
+@click.command()
+@click.argument("name")
+@json_option
+def check(name: str, as_json: bool) -> None:
+    """Check a run: served context matches the plan, chat works, tool calls come back as
+    tool calls (for recipes with tool calling)."""
+    t0 = time.monotonic()
+    items = api.check(name)
+    failed = [i for i in items if i.verdict == "fail"]
+    if as_json:
+        emit_json(
+            {
+                "name": name,
+                "ok": not failed,
+                "checks": [i.__dict__ for i in items],
+                "seconds": round(time.monotonic() - t0, 2),
+            }
+        )
+    else:
+        mark = {
+            "pass": "[green]pass[/green]",
+            "fail": "[red]FAIL[/red]",
+            "unknown": "[yellow]?[/yellow]",
+        }
+        out = console()
+        for i in items:
+            out.print(f"  {mark[i.verdict]:>4}  {i.name:<10} {i.detail}")
+    if failed:
+        raise EngineError(
+            f"{len(failed)} check(s) failed for {name}: " + ", ".join(i.name for i in failed),
+            hint=f"deploy logs {name}",
+        )

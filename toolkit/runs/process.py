@@ -1,0 +1,164 @@
+"""Server processes: start detached in their own session, see whether they live, stop the
+whole process group (TERM, wait, KILL), measure its memory.
+
+An engine may fork helpers (vLLM's engine core, llama-cpp-python's workers); they share
+the server's process group, so everything here acts on the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+#: Seconds between TERM and KILL when stopping.
+STOP_TIMEOUT_S = 15.0
+
+
+def spawn(
+    argv: Sequence[str], env: Mapping[str, str], log_file: Path, cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a new session (its own process group), output appended to log_file."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of our own child so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def alive(pid: int | None, started: float | None = None) -> bool:
+    """True when `pid` runs (not a zombie) and is the process that started at `started`."""
+    if pid is None:
+        return False
+    reap(pid)
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(proc.create_time() - started) < 0.5
+    except psutil.Error:
+        return False
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes of a process group."""
+    members: list[psutil.Process] = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                continue
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                reap(proc.pid)
+                continue
+            members.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+def group_rss(pgid: int | None) -> int | None:
+    """Resident memory of every process in the group, in bytes (None when none lives)."""
+    if pgid is None:
+        return None
+    total, seen = 0, False
+    for proc in group_members(pgid):
+        try:
+            total += proc.memory_info().rss
+            seen = True
+        except psutil.Error:
+            continue
+    return total if seen else None
+
+
+def stop_group(pgid: int | None, pid: int | None = None, timeout: float = STOP_TIMEOUT_S) -> str:
+    """TERM the group, wait up to `timeout`, then KILL what is left. Idempotent.
+
+    Returns "not running", "terminated" or "killed".
+    """
+    if pgid is None:
+        return "not running"
+    if pid is not None:
+        reap(pid)
+    if not group_members(pgid):
+        return "not running"
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    if _wait_group_gone(pgid, pid, timeout):
+        return "terminated"
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    _wait_group_gone(pgid, pid, 10.0)
+    return "killed"
+
+
+def _wait_group_gone(pgid: int, pid: int | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if pid is not None:
+            reap(pid)
+        if not group_members(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port and we could bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # TIME_WAIT leftovers do not count as taken (servers set SO_REUSEADDR too); a
+        # listening socket still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str) -> int:
+    """A port the OS says is free on `host` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

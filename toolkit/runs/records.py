@@ -1,0 +1,174 @@
+"""Run records: one JSON document per run, written atomically, guarded by one lock.
+
+Layout under `$DEPLOY_HOME/runs/`:
+
+    .lock                   flock taken by every writer (two `deploy up` at once)
+    <name>/record.json      the RunRecord (schema 1)
+    <name>/server.log       the engine's stdout + stderr
+    <name>/tmp/             the engine's TMPDIR and caches
+
+The record holds what was launched (argv, env overrides, the plan, the engine version) and
+where to reach it; it never holds the API key, only the key file's path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from toolkit import settings
+from toolkit.errors import NotFound, UsageError
+
+RECORD_SCHEMA = 1
+RECORD_FILE = "record.json"
+LOG_FILE = "server.log"
+
+State = Literal["starting", "ready", "dead"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    #: What the user asked for: recipe model id or the local path.
+    model: str
+    variant_id: str
+    engine: str
+    engine_version: str | None
+    #: As last written: "starting" until the model answered, then "ready"; "dead" once
+    #: deploy saw it fail. A live check (`toolkit.runs.process.alive`) overrides it.
+    state: State
+    host: str
+    port: int
+    base_url: str
+    served_model_name: str
+    log_file: str
+    run_dir: str
+    #: The engine's argv (never contains the key) and the environment it was given on top
+    #: of deploy's own (values of secret variables redacted).
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    started_at: float
+    key_file: str | None = None
+    pid: int | None = None
+    #: Process group (== pid: the server leads its own session).
+    pgid: int | None = None
+    #: The process's start time, to tell our server from a later process given the same pid.
+    create_time: float | None = None
+    ready_at: float | None = None
+    error: str | None = None
+    tls: bool = False
+    plan: dict[str, Any] = field(default_factory=dict)
+    schema: int = RECORD_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        kw["argv"] = tuple(kw.get("argv", ()))
+        return cls(**kw)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name) or ".." in name:
+        raise UsageError(
+            f"bad run name {name!r}: use letters, digits and . _ : @ + - (at most 128)",
+            hint="deploy up MODEL --name my-server",
+        )
+    return name
+
+
+def dir_name(name: str) -> str:
+    """Directory for a run name (':' and '@' are fine on Linux, not everywhere)."""
+    return name.replace(":", "_").replace("@", "_")
+
+
+def runs_root() -> Path:
+    return settings.runs_dir()
+
+
+def run_dir(name: str) -> Path:
+    return runs_root() / dir_name(check_name(name))
+
+
+@contextmanager
+def lock() -> Iterator[None]:
+    """Exclusive lock over all run records (blocking; held for milliseconds)."""
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as fh:
+        json.dump(data, fh, indent=2, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save(record: RunRecord) -> None:
+    write_json_atomic(Path(record.run_dir) / RECORD_FILE, record.to_dict())
+
+
+def update(record: RunRecord, **changes: Any) -> RunRecord:
+    new = replace(record, **changes)
+    save(new)
+    return new
+
+
+def find(name: str) -> RunRecord | None:
+    path = run_dir(name) / RECORD_FILE
+    if not path.exists():
+        return None
+    return RunRecord.from_dict(json.loads(path.read_text()))
+
+
+def load(name: str) -> RunRecord:
+    record = find(name)
+    if record is None:
+        names = [r.name for r in all_records()]
+        known = ", ".join(names) if names else "none"
+        raise NotFound(f"no run named {name!r} (runs: {known})", hint="deploy ps")
+    return record
+
+
+def all_records() -> list[RunRecord]:
+    root = runs_root()
+    if not root.exists():
+        return []
+    out: list[RunRecord] = []
+    for path in sorted(root.glob(f"*/{RECORD_FILE}")):
+        try:
+            out.append(RunRecord.from_dict(json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue  # a record being replaced right now, or not ours
+    return sorted(out, key=lambda r: r.started_at)
+
+
+def remove(record: RunRecord) -> None:
+    """Forget a run: its record goes; the log stays beside it as `server.log.<time>`."""
+    d = Path(record.run_dir)
+    (d / RECORD_FILE).unlink(missing_ok=True)
+    log = d / LOG_FILE
+    if log.exists():
+        log.replace(d / f"{LOG_FILE}.{int(record.started_at)}")
