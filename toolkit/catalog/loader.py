@@ -8,7 +8,7 @@ is recorded so `deploy recipes show` can report it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,29 @@ def parse_recipe(path: Path) -> RecipeFile:
         key, msg = _first_error(exc)
         raise RecipeError(name, key, msg) from exc
     _check_unique_ids(name, recipe)
+    _check_same_architecture(name, recipe)
     return recipe
+
+
+def _check_same_architecture(name: str, recipe: RecipeFile) -> None:
+    """`same_architecture_as` naming a model of this file must reach one with an architecture.
+
+    A name not in this file may be a model of another recipe file; the catalog checks it.
+    """
+    by_id = {m.id: m for m in recipe.models}
+    for i, model in enumerate(recipe.models):
+        target = model.same_architecture_as
+        seen = {model.id}
+        while target is not None and target in by_id:
+            if target in seen:
+                raise RecipeError(
+                    name, f"models[{i}].same_architecture_as", f"cycle through {target!r}"
+                )
+            seen.add(target)
+            ref = by_id[target]
+            if ref.architecture is not None:
+                break
+            target = ref.same_architecture_as
 
 
 def _check_unique_ids(name: str, recipe: RecipeFile) -> None:
@@ -109,6 +131,8 @@ class ModelEntry:
     file: Path
     #: The shipped file this entry replaced, when a user recipe overrides it.
     overrides: Path | None = None
+    #: The model id whose architecture this entry borrowed (`same_architecture_as`).
+    architecture_from: str | None = None
 
 
 @dataclass
@@ -137,6 +161,37 @@ class Catalog:
         for gone in recipe.unavailable:
             self.unavailable[gone.id] = gone
 
+    def link_architectures(self) -> None:
+        """Fill in `architecture` of models that give `same_architecture_as` (cross-file)."""
+        for mid, entry in list(self.models.items()):
+            if entry.model.architecture is not None or entry.model.same_architecture_as is None:
+                continue
+            target: str | None = entry.model.same_architecture_as
+            seen = {mid}
+            arch = None
+            while target is not None and target not in seen:
+                seen.add(target)
+                ref = self.models.get(target)
+                if ref is None:
+                    break
+                arch = ref.model.architecture
+                if arch is not None:
+                    break
+                target = ref.model.same_architecture_as
+            if arch is None:
+                index = next(i for i, m in enumerate(self._file_models(entry)) if m.id == mid)
+                raise RecipeError(
+                    entry.file.name,
+                    f"models[{index}].same_architecture_as",
+                    f"no model {entry.model.same_architecture_as!r} with an architecture "
+                    "in the catalog",
+                )
+            model = entry.model.model_copy(update={"architecture": arch})
+            self.models[mid] = replace(entry, model=model, architecture_from=target)
+
+    def _file_models(self, entry: ModelEntry) -> tuple[Model, ...]:
+        return self.families[entry.family].models
+
 
 def recipe_files(dirs: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
@@ -151,4 +206,5 @@ def load_catalog(user_dirs: Sequence[Path] = ()) -> Catalog:
     catalog = Catalog()
     for path in recipe_files([shipped_recipes_dir(), *user_dirs]):
         catalog.add(path, parse_recipe(path))
+    catalog.link_architectures()
     return catalog

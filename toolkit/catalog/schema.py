@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Format = Literal["gguf", "awq", "gptq", "fp8", "bf16", "fp16", "fp32", "int8", "mxfp4", "nvfp4"]
+Format = Literal[
+    "gguf", "awq", "gptq", "fp8", "bf16", "fp16", "fp32", "int8", "int4", "mxfp4", "nvfp4"
+]
 FORMATS: tuple[str, ...] = (
     "gguf",
     "awq",
@@ -25,6 +27,8 @@ FORMATS: tuple[str, ...] = (
     "fp16",
     "fp32",
     "int8",
+    #: Native int4 checkpoints that are not AWQ/GPTQ (Kimi K2-Thinking's QAT compressed-tensors).
+    "int4",
     "mxfp4",
     "nvfp4",
 )
@@ -287,6 +291,8 @@ class Sampling(_Frozen):
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
+    #: Other modes' values, conditions ("no system prompt"), ranges.
+    note: str | None = None
     source: str | None = None
 
 
@@ -324,6 +330,8 @@ class Model(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Model:
+        if self.same_architecture_as == self.id:
+            raise ValueError("same_architecture_as names the model itself")
         by_quant: dict[str, list[str]] = {}
         for v in self.variants:
             by_quant.setdefault(v.quant, []).append(v.uploader)
