@@ -42,6 +42,13 @@ class Gpu:
     power_limit_w: float | None = None
     driver_version: str | None = None
     cuda_version: str | None = None
+    #: The board's index as the driver numbers it (NVML / nvidia-smi / rocm-smi), when it
+    #: differs from `index` (CUDA_VISIBLE_DEVICES reorders and renumbers what a process sees).
+    physical_index: int | None = None
+    #: MIG profile of a slice ("3g.40gb"); None for a whole GPU.
+    mig_profile: str | None = None
+    #: Apple: Metal's GPU working-set cap; free_bytes is already limited by it.
+    working_set_limit_bytes: int | None = None
 
     @property
     def device_id(self) -> str:

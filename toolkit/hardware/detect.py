@@ -1,0 +1,94 @@
+"""Detect this machine: run each probe, keep what they found and why they found nothing.
+
+Fast on purpose (`deploy plan` calls it): pynvml is imported only here, a vendor tool is
+run only when it is on PATH, the spec table is read only when a GPU was found.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import replace
+
+from toolkit import settings
+from toolkit.hardware.model import Gpu, Hardware
+from toolkit.hardware.probe import Probe
+from toolkit.hardware.visible import apply_visible
+
+
+def enrich(gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
+    """Fill what drivers do not report (bandwidth, arch, tensor paths) from the spec table."""
+    if not gpus:
+        return gpus
+    from toolkit.hardware.specs import table
+
+    specs = table()
+    out = []
+    for g in gpus:
+        base_name = g.name.split(" MIG")[0]
+        spec = specs.match_reported(base_name)
+        if spec is None:
+            out.append(g)
+            continue
+        bandwidth = spec.bandwidth_bytes_s
+        flops = spec.fp16_flops
+        if g.mig and bandwidth is not None and spec.memory_bytes:
+            # A MIG slice owns its memory slices' share of the memory controllers.
+            share = min(1.0, g.total_bytes / spec.memory_bytes)
+            bandwidth *= share
+            flops = None
+        out.append(
+            replace(
+                g,
+                bandwidth_bytes_s=g.bandwidth_bytes_s or bandwidth,
+                arch=g.arch or spec.arch,
+                compute_capability=g.compute_capability or spec.compute_capability,
+                bf16=g.bf16 or spec.bf16,
+                fp8=g.fp8 or spec.fp8,
+                int4=g.int4 or spec.int4,
+                fp4=g.fp4 or spec.fp4,
+                unified_memory=g.unified_memory or spec.unified_memory,
+                fp16_flops=g.fp16_flops or flops,
+            )
+        )
+    return tuple(out)
+
+
+def probe_gpus() -> Probe:
+    """Every GPU probe that applies to this OS, merged."""
+    gpus: list[Gpu] = []
+    notes: list[str] = []
+    system = platform.system()
+    if system == "Darwin":
+        from toolkit.hardware.apple import probe_apple
+
+        apple = probe_apple()
+        gpus += apple.gpus
+        notes += apple.notes
+    else:
+        from toolkit.hardware.nvidia import probe_nvidia
+
+        nv = probe_nvidia()
+        visible, vnotes = apply_visible(nv.gpus, settings.visible_devices("nvidia"))
+        gpus += visible
+        notes += nv.notes + (vnotes if nv.gpus else ())
+        from toolkit.hardware.amd import probe_amd
+
+        amd = probe_amd()
+        avisible, anotes = apply_visible(
+            amd.gpus, settings.visible_devices("amd"), variable="ROCR/HIP_VISIBLE_DEVICES"
+        )
+        gpus += avisible
+        notes += amd.notes + (anotes if amd.gpus else ())
+    return Probe(gpus=enrich(tuple(gpus)), notes=tuple(notes))
+
+
+def detect() -> Hardware:
+    """This machine, now. Never prints, exits or writes os.environ."""
+    from toolkit.hardware.host import probe_host
+
+    host, host_notes = probe_host()
+    found = probe_gpus()
+    return Hardware(host=host, gpus=found.gpus, notes=host_notes + found.notes, source="detected")
+
+
+__all__ = ["detect", "enrich", "probe_gpus"]

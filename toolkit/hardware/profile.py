@@ -1,0 +1,96 @@
+"""Where the planner's Hardware comes from: this machine, a spec string, or a profile file.
+
+`load_hardware(None)` uses DEPLOY_HW when set, else detects this machine. A spec string
+(`2xrtx3090,ram=128G`) describes another machine; a path names a profile JSON written by
+`deploy hw --save FILE`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from toolkit import settings
+from toolkit.errors import NotFound, UsageError
+from toolkit.hardware.model import Hardware
+
+#: Profile files carry this marker so a random JSON file is not taken for one.
+PROFILE_FORMAT = "deploy-hardware-profile"
+PROFILE_VERSION = 1
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (
+        spec.endswith(".json")
+        or os.sep in spec
+        or spec.startswith(("~", "."))
+        or Path(spec).expanduser().is_file()
+    )
+
+
+def load_hardware(spec: str | None = None) -> Hardware:
+    """The Hardware to plan for. None → DEPLOY_HW if set, else this machine (detected).
+
+    Raises UsageError (bad spec, exit 2) or NotFound (missing profile file, exit 4).
+    """
+    if spec is None:
+        spec = settings.default_hw()
+    if spec is None:
+        from toolkit.hardware.detect import detect
+
+        return detect()
+    spec = spec.strip()
+    if _looks_like_path(spec):
+        return read_profile(Path(spec).expanduser())
+    from toolkit.hardware.specstring import parse_spec
+
+    return parse_spec(spec)
+
+
+def profile_document(hw: Hardware) -> dict[str, Any]:
+    """The JSON document `deploy hw --save` writes (bytes and bytes/s throughout)."""
+    return {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, **hw.to_dict()}
+
+
+def save_profile(hw: Hardware, path: Path) -> Path:
+    """Write `hw` as a profile file, atomically (temp file + os.replace)."""
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(profile_document(hw), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_profile(path: Path) -> Hardware:
+    """A Hardware from a profile file; source becomes "file", origin the path."""
+    if not path.is_file():
+        raise NotFound(
+            f"no such hardware profile: {path}",
+            hint="write one on the target machine with: deploy hw --save box.json",
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: not a hardware profile ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
+        raise UsageError(
+            f'{path}: not a hardware profile (no "format": "{PROFILE_FORMAT}")',
+            hint="write one with: deploy hw --save box.json",
+        )
+    if data.get("version") != PROFILE_VERSION:
+        raise UsageError(f"{path}: profile version {data.get('version')!r} is not supported")
+    try:
+        hw = Hardware.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{path}: malformed hardware profile ({exc})") from None
+    return replace(hw, source="file", origin=str(path))
+
+
+__all__ = ["PROFILE_FORMAT", "load_hardware", "profile_document", "read_profile", "save_profile"]

@@ -1,0 +1,167 @@
+"""The GPU spec table (gpus.yaml, shipped in the package): memory, bandwidth, arch and
+native tensor paths of common GPUs, each with its sources.
+
+Names are matched case-insensitively with spaces, dashes and underscores ignored, so
+`RTX 3090`, `rtx-3090` and `rtx3090` are the same entry; every name and alias resolves to
+exactly one entry (checked when the table loads).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from toolkit.errors import UsageError
+from toolkit.hardware.model import Vendor
+from toolkit.units import parse_size
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    full_name: str
+    vendor: Vendor
+    #: Memory a spec string gets when it names this GPU (bytes). For GPUs whose driver is
+    #: known to report less than the nominal size (H100: 81559 MiB), the reported size.
+    memory_bytes: int
+    bandwidth_bytes_s: float | None
+    arch: str | None
+    compute_capability: str | None
+    bf16: bool
+    fp8: bool
+    int4: bool
+    fp4: bool
+    fp16_flops: float | None
+    unified_memory: bool
+    aliases: tuple[str, ...]
+    #: Exact names drivers report (NVML / nvidia-smi / rocm-smi), for matching detected GPUs.
+    reported_names: tuple[str, ...]
+    #: Apple: the unified-memory sizes the chip ships with (bytes); empty for others.
+    memory_options: tuple[int, ...]
+    sources: tuple[str, ...]
+    note: str | None = None
+
+
+def key(name: str) -> str:
+    """Normalised lookup key: lower case, only letters and digits."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@dataclass(frozen=True)
+class SpecTable:
+    entries: tuple[GpuSpec, ...]
+    sources: dict[str, str]
+    by_key: dict[str, GpuSpec]
+    by_reported: dict[str, GpuSpec]
+
+    def get(self, name: str) -> GpuSpec | None:
+        return self.by_key.get(key(name))
+
+    def resolve(self, name: str) -> GpuSpec:
+        """The entry for a user-typed name; UsageError naming close matches otherwise."""
+        spec = self.get(name)
+        if spec is not None:
+            return spec
+        import difflib
+
+        close = difflib.get_close_matches(key(name), list(self.by_key), n=4, cutoff=0.6)
+        names = sorted({self.by_key[c].name for c in close})
+        hint = f"did you mean {', '.join(names)}?" if names else "deploy hw --list-gpus"
+        raise UsageError(
+            f"unknown GPU {name!r}: use a name from `deploy hw --list-gpus`, "
+            "or `gpu:SIZE` for any GPU (e.g. gpu:79.18GiB)",
+            hint=hint,
+        )
+
+    def match_reported(self, reported: str) -> GpuSpec | None:
+        """The entry for a name a driver reported ("NVIDIA GeForce RTX 3090"), if known."""
+        exact = self.by_reported.get(key(reported))
+        if exact is not None:
+            return exact
+        stripped = re.sub(
+            r"^(nvidia|amd|tesla|geforce|radeon|apple|instinct)\s*", "", reported, flags=re.I
+        )
+        for _ in range(3):
+            stripped = re.sub(
+                r"^(nvidia|amd|tesla|geforce|radeon|apple|instinct)\s*", "", stripped, flags=re.I
+            )
+        return self.by_key.get(key(stripped))
+
+
+def _bool(entry: dict[str, Any], field: str) -> bool:
+    value = entry.get(field, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"gpus.yaml: {entry.get('name')}: {field} must be true or false")
+    return value
+
+
+def _spec(name: str, entry: dict[str, Any], sources: dict[str, str]) -> GpuSpec:
+    refs = tuple(entry.get("sources", ()))
+    for ref in refs:
+        if ref not in sources:
+            raise ValueError(f"gpus.yaml: {name}: unknown source {ref!r}")
+    if not refs:
+        raise ValueError(f"gpus.yaml: {name}: every entry needs a source")
+    bw = entry.get("bandwidth_gb_s")
+    tflops = entry.get("fp16_tflops")
+    options = tuple(parse_size(str(m)) for m in entry.get("memory_options", ()))
+    memory = entry.get("memory")
+    if memory is None and options:
+        memory = str(entry["memory_options"][-1])
+    return GpuSpec(
+        name=name,
+        full_name=str(entry["full_name"]),
+        vendor=entry["vendor"],
+        memory_bytes=parse_size(str(memory)),
+        bandwidth_bytes_s=float(bw) * 1e9 if bw is not None else None,
+        arch=entry.get("arch"),
+        compute_capability=(
+            str(entry["compute_capability"]) if entry.get("compute_capability") else None
+        ),
+        bf16=_bool(entry, "bf16"),
+        fp8=_bool(entry, "fp8"),
+        int4=_bool(entry, "int4"),
+        fp4=_bool(entry, "fp4"),
+        fp16_flops=float(tflops) * 1e12 if tflops is not None else None,
+        unified_memory=bool(entry.get("unified_memory", False)),
+        aliases=tuple(str(a) for a in entry.get("aliases", ())),
+        reported_names=tuple(str(r) for r in entry.get("reported_names", ())),
+        memory_options=options,
+        sources=refs,
+        note=entry.get("note"),
+    )
+
+
+def parse_table(text: str) -> SpecTable:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    doc = yaml.load(text, Loader=loader)
+    sources = {str(k): str(v) for k, v in doc["sources"].items()}
+    entries = tuple(_spec(str(n), e, sources) for n, e in doc["gpus"].items())
+    by_key: dict[str, GpuSpec] = {}
+    by_reported: dict[str, GpuSpec] = {}
+    for spec in entries:
+        for name in (spec.name, *spec.aliases):
+            k = key(name)
+            if k in by_key:
+                raise ValueError(
+                    f"gpus.yaml: name {name!r} is used by {by_key[k].name} and {spec.name}"
+                )
+            by_key[k] = spec
+        for reported in spec.reported_names:
+            by_reported[key(reported)] = spec
+    return SpecTable(entries, sources, by_key, by_reported)
+
+
+@lru_cache(maxsize=1)
+def table() -> SpecTable:
+    """The shipped table (loaded once per process)."""
+    text = resources.files("toolkit.hardware").joinpath("gpus.yaml").read_text("utf-8")
+    return parse_table(text)
+
+
+__all__ = ["GpuSpec", "SpecTable", "key", "parse_table", "table"]
