@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from toolkit.errors import UsageError
+from toolkit.hardware.model import Hardware
 
 PLAN_SCHEMA = 1
 
@@ -117,6 +118,8 @@ class Plan:
     #: vLLM: KV tokens the pool holds and the concurrency at ctx it allows.
     kv_tokens_capacity: int | None = None
     max_concurrency: float | None = None
+    #: Largest context (per stream, at this concurrency) this placement holds.
+    max_ctx: int | None = None
     calibration: tuple[str, ...] = ()
     #: One-line notes a user should read (warnings, assumptions).
     notes: tuple[str, ...] = ()
@@ -203,3 +206,60 @@ class CalibrationRecord:
     #: Where the numbers came from (log file, bench result).
     source: str = ""
     created: str = ""
+
+
+Prefer = Literal["quality", "speed", "context"]
+FlashAttn = Literal["on", "off", "auto"]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked for. Anything left None is searched by the planner."""
+
+    ctx: int | None = None
+    concurrency: int = 1
+    engine: Engine | None = None
+    #: A weight format or GGUF type (bf16, fp8, awq, q4_k_m …): filters recipe variants,
+    #: or sets the format a config-only model is estimated in.
+    quant: str | None = None
+    #: A variant id (`qwen3-coder-30b-a3b:q4_k_m`) or its quant part.
+    variant: str | None = None
+    kv_dtype: KvDtype | None = None
+    tp: int | None = None
+    gpu_mem_util: float | None = None
+    ngl: int | None = None
+    n_cpu_moe: int | None = None
+    prefer: Prefer = "quality"
+    flash_attn: FlashAttn | None = None
+    ubatch: int | None = None
+    #: vLLM: tokens per scheduler step (drives the activation peak); None = vLLM's default.
+    max_num_batched_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """Ranked viable plans (best first) and every rejected option with its reason."""
+
+    plans: tuple[Plan, ...]
+    rejections: tuple[Rejection, ...]
+    hardware: Hardware
+    #: Model ids considered (a family name expands to several).
+    models: tuple[str, ...] = ()
+    #: When nothing fits: the option that came closest, and what would make it fit.
+    closest: Rejection | None = None
+    suggestion: str | None = None
+
+    @property
+    def best(self) -> Plan | None:
+        return self.plans[0] if self.plans else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": PLAN_SCHEMA,
+            "models": list(self.models),
+            "hardware": self.hardware.to_dict(),
+            "plans": [p.to_dict() for p in self.plans],
+            "rejections": [asdict(r) for r in self.rejections],
+            "closest": asdict(self.closest) if self.closest else None,
+            "suggestion": self.suggestion,
+        }

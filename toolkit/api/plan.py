@@ -1,0 +1,266 @@
+"""Plans: gather the inputs (catalog or model files, hardware, calibration records) and
+call the pure planner.
+
+`make_plans("qwen3-coder", hw="1xrtx4090,ram=64G")` ranks what fits; `best_plan(...)`
+returns the first or raises DoesNotFit (exit 3) naming the closest option and what it
+would need; `estimate(...)` is the memory breakdown of one fully specified configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import DoesNotFit, NotFound, UsageError
+from toolkit.hardware.model import Hardware
+from toolkit.planner.inputs import ModelInput, VariantInput
+from toolkit.planner.types import CalibrationRecord, Plan, PlanRequest, PlanResult, Rejection
+
+GiB = 1024**3
+
+
+def _hardware(hw: str | Hardware | None) -> Hardware:
+    if isinstance(hw, Hardware):
+        return hw
+    from toolkit.hardware.profile import load_hardware
+
+    return load_hardware(hw)
+
+
+def _calibration(hw: Hardware) -> list[CalibrationRecord]:
+    try:
+        from toolkit.calibration import load_records
+    except ImportError:
+        return []
+    return load_records(hardware_key=hw.fingerprint())
+
+
+def _from_recipes(name: str) -> tuple[list[ModelInput], str | None]:
+    from toolkit.api.recipes import catalog
+    from toolkit.catalog import resolve, variant_id
+
+    cat = catalog()
+    resolved = resolve(cat, name)
+    models: list[ModelInput] = []
+    for entry in resolved.entries:
+        m = entry.model
+        arch = m.architecture
+        if arch is None and m.same_architecture_as and m.same_architecture_as in cat.models:
+            arch = cat.models[m.same_architecture_as].model.architecture
+        if arch is None:
+            continue
+        variants = []
+        for v in m.variants:
+            variants.append(
+                VariantInput(
+                    id=variant_id(m, v),
+                    quant=v.quant,
+                    format=v.format,
+                    download_bytes=v.total_size(),
+                    max_tp=v.vllm.max_tp if v.vllm else None,
+                    tp_divides=v.vllm.tp_divides if v.vllm else None,
+                )
+            )
+        models.append(
+            ModelInput(
+                id=m.id,
+                arch=arch,
+                native_ctx=m.context.native,
+                params_total=m.params.total,
+                variants=tuple(variants),
+            )
+        )
+    if not models:
+        raise NotFound(f"{name!r} has no architecture facts to plan with")
+    return models, resolved.variant_id
+
+
+def _from_path(path: Path, quant: str | None) -> list[ModelInput]:
+    """A local GGUF file or a model folder (config.json + optional safetensors headers)."""
+    if path.is_file():
+        from toolkit.inspect.gguf import read_gguf
+
+        g = read_gguf(path)
+        mid = path.stem.lower()
+        v = VariantInput(
+            id=f"file:{path.name}",
+            quant=g.quant.lower(),
+            format="gguf",
+            layout=g.layout,
+            download_bytes=g.file_bytes,
+            path=str(path),
+        )
+        ctx = g.context_length or 4096
+        return [ModelInput(mid, g.architecture, ctx, variants=(v,))]
+    from toolkit.inspect.hf import read_model_dir
+
+    h = read_model_dir(path)
+    fmt = str(h.format)
+    layout = h.layout
+    q = fmt
+    if quant and quant.lower() != fmt:
+        q, fmt, layout = quant.lower(), _format_of(quant.lower()), None
+    v = VariantInput(
+        id=f"dir:{path.name}:{q}",
+        quant=q,
+        format=fmt,
+        layout=layout,
+        download_bytes=h.file_bytes if layout is not None else None,
+        path=str(path),
+    )
+    total = float(h.params.total) if hasattr(h.params, "total") else None
+    return [ModelInput(path.name.lower(), h.architecture, h.context_length or 4096, total, (v,))]
+
+
+def _format_of(quant: str) -> str:
+    from toolkit.planner.quant import is_gguf_quant
+
+    if is_gguf_quant(quant):
+        return "gguf"
+    return {"int4": "awq"}.get(quant, quant)
+
+
+def model_inputs(model: str, request: PlanRequest) -> tuple[list[ModelInput], PlanRequest]:
+    """What the planner needs for MODEL (a recipe name, variant id or local path)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return _from_path(path, request.quant), request
+    models, vid = _from_recipes(model)
+    if vid is not None and request.variant is None:
+        request = replace(request, variant=vid)
+    return models, request
+
+
+def make_plans(
+    model: str,
+    request: PlanRequest | None = None,
+    *,
+    hw: str | Hardware | None = None,
+    calibration: list[CalibrationRecord] | None = None,
+) -> PlanResult:
+    """Ranked viable plans (best first) and every rejection with its reason."""
+    from toolkit.planner.plan import make_plans as plan
+
+    req = request or PlanRequest()
+    _check_request(req)
+    hardware = _hardware(hw)
+    models, req = model_inputs(model, req)
+    records = calibration if calibration is not None else _calibration(hardware)
+    return plan(models, hardware, req, records)
+
+
+def best_plan(
+    model: str,
+    request: PlanRequest | None = None,
+    *,
+    hw: str | Hardware | None = None,
+) -> Plan:
+    """The planner's first choice, or DoesNotFit with the closest option."""
+    result = make_plans(model, request, hw=hw)
+    if result.plans:
+        return result.plans[0]
+    raise does_not_fit(model, result)
+
+
+def does_not_fit(model: str, result: PlanResult) -> DoesNotFit:
+    c = result.closest
+    if c is None:
+        return DoesNotFit(f"nothing to plan for {model}", hint=f"deploy plan {model} --all")
+    return DoesNotFit(closest_message(c), hint=_hint(model, result))
+
+
+def closest_message(c: Rejection) -> str:
+    if c.needs_bytes is not None and c.have_bytes is not None:
+        return (
+            f"nothing fits; closest is {c.variant_id} on {c.engine}: needs "
+            f"{c.needs_bytes / GiB:.1f} GiB, {c.have_bytes / GiB:.1f} GiB free ({c.reason})"
+        )
+    return f"nothing fits; {c.variant_id} on {c.engine}: {c.reason}"
+
+
+def _hint(model: str, result: PlanResult) -> str:
+    if result.suggestion:
+        return f"try {result.suggestion}: deploy plan {model} --all"
+    return f"deploy plan {model} --all  (see every rejection)"
+
+
+def _check_request(req: PlanRequest) -> None:
+    if req.ctx is not None and req.ctx < 1:
+        raise UsageError("--ctx must be positive")
+    if req.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if req.gpu_mem_util is not None and not 0 < req.gpu_mem_util <= 1:
+        raise UsageError("--gpu-mem-util must be in (0, 1]")
+    if req.tp is not None and req.tp < 1:
+        raise UsageError("--tp must be at least 1")
+
+
+def up_command(plan: Plan, hw_spec: str | None = None) -> str:
+    """The `deploy up …` line that runs this plan."""
+    parts = ["deploy up", plan.model_path or plan.variant_id, f"--engine {plan.engine}"]
+    parts.append(f"--ctx {plan.ctx}")
+    if plan.concurrency > 1:
+        parts.append(f"--concurrency {plan.concurrency}")
+    if hw_spec:
+        parts.append(f"--hw {hw_spec}")
+    return " ".join(parts)
+
+
+def estimate(
+    model: str, request: PlanRequest, *, hw: str | Hardware | None = None
+) -> dict[str, Any]:
+    """Memory breakdown of one configuration (the best one matching the settings)."""
+    result = make_plans(model, request, hw=hw)
+    return estimate_document(result)
+
+
+def estimate_document(result: PlanResult) -> dict[str, Any]:
+    plan = result.plans[0] if result.plans else None
+    if plan is None:
+        c = result.closest
+        return {
+            "fits": False,
+            "reasons": [r.reason for r in result.rejections],
+            "needs_bytes": c.needs_bytes if c else None,
+            "have_bytes": c.have_bytes if c else None,
+            "suggestion": result.suggestion,
+        }
+    return {
+        "fits": True,
+        "reasons": list(plan.notes),
+        "model_id": plan.model_id,
+        "variant_id": plan.variant_id,
+        "engine": plan.engine,
+        "placement": plan.placement,
+        "ctx": plan.ctx,
+        "concurrency": plan.concurrency,
+        "kv_dtype": plan.kv_dtype,
+        "weights_bytes": plan.weights_bytes,
+        "kv_bytes_per_token": plan.kv_bytes_per_token,
+        "devices": [
+            {
+                "id": d.id,
+                "weights_bytes": d.weights_bytes,
+                "kv_cache_bytes": d.kv_cache_bytes,
+                "compute_bytes": d.compute_bytes,
+                "overhead_bytes": d.overhead_bytes,
+                "total_bytes": d.total_bytes,
+                "capacity_bytes": d.capacity_bytes,
+                "free_bytes": d.free_bytes,
+                "measured": list(d.measured),
+            }
+            for d in plan.memory
+        ],
+        "kv_tokens_capacity": plan.kv_tokens_capacity,
+        "max_concurrency": plan.max_concurrency,
+        "max_ctx": plan.max_ctx,
+        "decode_tok_s": plan.speed.decode_tok_s,
+        "decode_tok_s_aggregate": plan.speed.decode_tok_s_aggregate,
+        "prefill_tok_s": plan.speed.prefill_tok_s,
+        "speed_basis": plan.speed.basis,
+        "kernel": plan.kernel,
+        "llamacpp": None if plan.llamacpp is None else plan.to_dict()["llamacpp"],
+        "vllm": None if plan.vllm is None else plan.to_dict()["vllm"],
+        "calibration": list(plan.calibration),
+    }

@@ -1,0 +1,192 @@
+"""`deploy plan MODEL` and `deploy estimate MODEL|PATH`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from toolkit.api import plan as api
+from toolkit.cli.hw import hw_option
+from toolkit.cli.output import console, emit_json, json_option
+from toolkit.planner.types import Plan, PlanRequest, PlanResult
+from toolkit.units import format_bytes
+
+GiB = 1024**3
+
+
+def settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The settings both commands accept; anything left out is searched."""
+    options = [
+        click.option("--ctx", type=int, help="Context per stream (default: min(native, 32768))."),
+        click.option(
+            "--concurrency",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Streams served at once (llama.cpp slots).",
+        ),
+        click.option("--engine", type=click.Choice(["llamacpp", "vllm"])),
+        click.option("--quant", help="Weight format or GGUF type: bf16, fp8, awq, q4_k_m …"),
+        click.option("--variant", help="A variant id (qwen3-coder-30b-a3b:q4_k_m)."),
+        click.option("--kv-dtype", type=click.Choice(["f16", "bf16", "fp8", "q8_0", "q4_0"])),
+        click.option("--tp", type=int, help="vLLM tensor-parallel size."),
+        click.option("--gpu-mem-util", type=float, help="vLLM gpu_memory_utilization."),
+        click.option("--ngl", type=int, help="llama.cpp layers on GPU (-ngl)."),
+        click.option(
+            "--n-cpu-moe", type=int, help="llama.cpp: MoE layers whose experts stay in RAM."
+        ),
+        click.option(
+            "--prefer",
+            type=click.Choice(["quality", "speed", "context"]),
+            default="quality",
+            show_default=True,
+        ),
+        click.option("--flash-attn", type=click.Choice(["on", "off", "auto"])),
+        click.option("--ubatch", type=int, help="llama.cpp physical batch (default 512)."),
+        hw_option,
+        json_option,
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _request(kw: dict[str, Any]) -> PlanRequest:
+    return PlanRequest(
+        ctx=kw["ctx"],
+        concurrency=kw["concurrency"],
+        engine=kw["engine"],
+        quant=kw["quant"],
+        variant=kw["variant"],
+        kv_dtype=kw["kv_dtype"],
+        tp=kw["tp"],
+        gpu_mem_util=kw["gpu_mem_util"],
+        ngl=kw["ngl"],
+        n_cpu_moe=kw["n_cpu_moe"],
+        prefer=kw["prefer"],
+        flash_attn=kw["flash_attn"],
+        ubatch=kw["ubatch"],
+    )
+
+
+@click.command()
+@click.argument("model")
+@settings_options
+@click.option("--all", "show_all", is_flag=True, help="Also list rejected options with reasons.")
+def plan(model: str, hw_spec: str | None, as_json: bool, show_all: bool, **kw: Any) -> None:
+    """Rank what fits MODEL on this machine (or --hw), how, and how fast.
+
+    Example: deploy plan qwen3-coder --hw 1xrtx4090,ram=64G
+    """
+    result = api.make_plans(model, _request(kw), hw=hw_spec)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _render(result, hw_spec, show_all)
+    if not result.plans:
+        raise api.does_not_fit(model, result)
+
+
+def _memory(p: Plan) -> str:
+    cells = []
+    for d in p.memory:
+        if d.total_bytes <= 0:
+            continue
+        free = d.free_bytes if d.free_bytes is not None else d.capacity_bytes
+        cells.append(f"{d.id} {d.total_bytes / GiB:.1f}/{free / GiB:.1f}G")
+    return " ".join(cells)
+
+
+def _placement(p: Plan) -> str:
+    s: str = p.placement
+    if p.llamacpp is not None:
+        if p.llamacpp.n_cpu_moe:
+            s += f" (--n-cpu-moe {p.llamacpp.n_cpu_moe})"
+        elif p.placement == "partial_offload":
+            s += f" (-ngl {p.llamacpp.n_gpu_layers})"
+        return s
+    assert p.vllm is not None
+    if p.vllm.tensor_parallel > 1:
+        s += f" TP{p.vllm.tensor_parallel}"
+    if p.vllm.expert_parallel:
+        s += "+EP"
+    return s
+
+
+def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
+    from rich.table import Table
+
+    out = console()
+    table = Table(
+        "#",
+        "variant",
+        "engine",
+        "placement",
+        "ctx (max)",
+        "memory used/free",
+        "tok/s",
+        "download",
+        box=None,
+    )
+    for i, p in enumerate(result.plans, 1):
+        tok = "?" if p.speed.decode_tok_s is None else f"~{p.speed.decode_tok_s:.0f}"
+        table.add_row(
+            str(i),
+            p.variant_id,
+            p.engine,
+            _placement(p),
+            f"{p.ctx:,} ({(p.max_ctx or 0):,})",
+            _memory(p),
+            tok,
+            format_bytes(p.download_bytes),
+        )
+    if result.plans:
+        out.print(table)
+        best = result.plans[0]
+        out.print(f"best: {api.up_command(best, hw_spec)}")
+        out.print(f"  kernel: {best.kernel}; speed: {best.speed.basis}")
+        for n in best.notes:
+            out.print(f"  note: {n}")
+    if show_all and result.rejections:
+        out.print("\nrejected:")
+        for r in result.rejections:
+            out.print(f"  {r.variant_id} ({r.engine}): {r.reason}")
+    elif result.rejections:
+        out.print(f"({len(result.rejections)} options rejected; --all shows why)")
+
+
+@click.command()
+@click.argument("model")
+@settings_options
+def estimate(model: str, hw_spec: str | None, as_json: bool, **kw: Any) -> None:
+    """Memory breakdown of one configuration of MODEL (a recipe, GGUF file or folder)."""
+    doc = api.estimate(model, _request(kw), hw=hw_spec)
+    if as_json:
+        emit_json(doc)
+    else:
+        out = console()
+        if not doc["fits"]:
+            out.print(
+                f"does not fit: needs {format_bytes(doc.get('needs_bytes'))}, "
+                f"have {format_bytes(doc.get('have_bytes'))}"
+            )
+            for r in doc["reasons"][:10]:
+                out.print(f"  {r}")
+        else:
+            out.print(
+                f"{doc['variant_id']} on {doc['engine']} ({doc['placement']}), "
+                f"ctx {doc['ctx']:,}, max ctx {doc['max_ctx']:,}"
+            )
+            for d in doc["devices"]:
+                out.print(
+                    f"  {d['id']}: weights {format_bytes(d['weights_bytes'])}, KV "
+                    f"{format_bytes(d['kv_cache_bytes'])}, compute "
+                    f"{format_bytes(d['compute_bytes'])}, overhead "
+                    f"{format_bytes(d['overhead_bytes'])} = {format_bytes(d['total_bytes'])} "
+                    f"of {format_bytes(d['capacity_bytes'])}"
+                )
+            out.print(f"  decode ~{doc['decode_tok_s']} tok/s per stream")
+    if not doc["fits"]:
+        raise click.exceptions.Exit(3)

@@ -1,0 +1,128 @@
+"""Format × engine × device rules. Each answer names the kernel path or the reason it fails.
+
+- GGUF belongs to llama.cpp (any device llama.cpp builds for); safetensors formats to vLLM.
+- vLLM needs an NVIDIA GPU with compute capability ≥ 7.0, an AMD GPU (ROCm), or its CPU
+  backend (x86 with AVX2/AVX-512, or Arm). Apple GPUs: llama.cpp (Metal) only.
+- bf16 needs cc ≥ 8.0 (below it vLLM runs the weights as float16).
+- FP8: native W8A8 at cc ≥ 8.9 (Ada, Hopper, Blackwell); weight-only FP8 Marlin on Ampere
+  (8.0–8.7); not below.
+- AWQ / GPTQ: Marlin kernels at cc ≥ 8.0; the older AWQ/GPTQ kernels at 7.5–7.9.
+- MXFP4: native at cc ≥ 10.0, Marlin weight-only at 8.0–9.x; AMD: ROCm.
+- NVFP4: Blackwell (cc ≥ 10.0).
+- vLLM CPU backend: bf16/fp16/fp32 checkpoints only, run as float32 unless compiled
+  (bf16 without torch.compile gives wrong output on CPU: never planned).
+- MoE-expert offload (`--n-cpu-moe`) needs the native llama-server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from toolkit.hardware.model import Gpu, Host
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    kernel: str = ""
+    reason: str = ""
+    #: vLLM --quantization / --dtype to pass, when needed.
+    quantization: str | None = None
+    dtype: str | None = None
+
+
+def _cc(gpu: Gpu) -> float | None:
+    if gpu.vendor != "nvidia" or not gpu.compute_capability:
+        return None
+    try:
+        return float(gpu.compute_capability)
+    except ValueError:
+        return None
+
+
+def llamacpp_gpu(fmt: str, gpu: Gpu) -> Verdict:
+    if fmt != "gguf":
+        return Verdict(False, reason=f"llama.cpp loads GGUF files, not {fmt} checkpoints")
+    backend = {"nvidia": "CUDA", "amd": "ROCm/HIP", "apple": "Metal", "other": "Vulkan"}
+    return Verdict(True, kernel=f"gguf {backend[gpu.vendor]}")
+
+
+def llamacpp_cpu(fmt: str) -> Verdict:
+    if fmt != "gguf":
+        return Verdict(False, reason=f"llama.cpp loads GGUF files, not {fmt} checkpoints")
+    return Verdict(True, kernel="gguf cpu")
+
+
+def vllm_gpu(fmt: str, gpu: Gpu) -> Verdict:
+    if fmt == "gguf":
+        return Verdict(
+            False, reason="GGUF is served by llama.cpp (vLLM's GGUF path is not planned)"
+        )
+    if gpu.vendor == "apple":
+        return Verdict(False, reason="vLLM has no Metal backend; use llama.cpp on Apple GPUs")
+    if gpu.vendor == "amd":
+        if fmt in ("nvfp4",):
+            return Verdict(False, reason="NVFP4 needs an NVIDIA Blackwell GPU")
+        return Verdict(True, kernel=f"{fmt} rocm")
+    if gpu.vendor != "nvidia":
+        return Verdict(False, reason=f"vLLM does not support {gpu.name}")
+    cc = _cc(gpu)
+    if cc is None:
+        return Verdict(False, reason=f"compute capability of {gpu.name} unknown")
+    if cc < 7.0:
+        return Verdict(False, reason=f"vLLM needs compute capability ≥ 7.0 ({gpu.name}: {cc})")
+    if fmt == "bf16":
+        if cc >= 8.0:
+            return Verdict(True, kernel="bf16")
+        return Verdict(
+            True, kernel="bf16 weights run as fp16 (no bf16 below cc 8.0)", dtype="float16"
+        )
+    if fmt in ("fp16", "fp32"):
+        return Verdict(True, kernel=fmt)
+    if fmt == "fp8":
+        if cc >= 8.9:
+            return Verdict(True, kernel="fp8 w8a8 (native fp8 tensor cores)")
+        if cc >= 8.0:
+            return Verdict(True, kernel="fp8 marlin weight-only (Ampere)")
+        return Verdict(False, reason=f"FP8 needs compute capability ≥ 8.0 ({gpu.name}: {cc})")
+    if fmt in ("awq", "gptq"):
+        if cc >= 8.0:
+            return Verdict(True, kernel=f"{fmt}_marlin", quantization=f"{fmt}_marlin")
+        if cc >= 7.5:
+            return Verdict(True, kernel=f"{fmt} (non-Marlin, slower)", quantization=fmt)
+        return Verdict(False, reason=f"{fmt.upper()} needs compute capability ≥ 7.5 ({cc})")
+    if fmt == "int8":
+        if cc >= 7.5:
+            return Verdict(True, kernel="int8 w8a8")
+        return Verdict(False, reason=f"INT8 W8A8 needs compute capability ≥ 7.5 ({cc})")
+    if fmt == "mxfp4":
+        if cc >= 10.0:
+            return Verdict(True, kernel="mxfp4 native (Blackwell)")
+        if cc >= 8.0:
+            return Verdict(True, kernel="mxfp4 marlin weight-only")
+        return Verdict(False, reason=f"MXFP4 needs compute capability ≥ 8.0 ({cc})")
+    if fmt == "nvfp4":
+        if cc >= 10.0:
+            return Verdict(True, kernel="nvfp4 native (Blackwell)")
+        return Verdict(False, reason=f"NVFP4 needs Blackwell (cc ≥ 10.0); {gpu.name} is {cc}")
+    return Verdict(False, reason=f"unknown format {fmt}")
+
+
+def vllm_cpu(fmt: str, host: Host) -> Verdict:
+    if fmt == "gguf":
+        return Verdict(False, reason="GGUF cannot be served by vLLM on CPU")
+    flags = set(host.cpu_flags)
+    arch = (host.arch or "").lower()
+    arm = arch in ("aarch64", "arm64")
+    if not arm and flags and not ({"avx2", "avx512f"} & flags):
+        return Verdict(False, reason="vLLM's CPU backend needs AVX2 or AVX-512 on x86")
+    if fmt in ("bf16", "fp16", "fp32"):
+        return Verdict(
+            True,
+            kernel=f"{fmt} weights run as float32, eager (vLLM CPU backend)",
+            dtype="float32",
+        )
+    return Verdict(False, reason=f"{fmt} checkpoints are not planned on vLLM's CPU backend")
+
+
+__all__ = ["Verdict", "llamacpp_cpu", "llamacpp_gpu", "vllm_cpu", "vllm_gpu"]

@@ -1,0 +1,35 @@
+"""What the planner is given: the model (architecture + variants with weight layouts).
+
+Built by `toolkit.api.plan` from recipes or from files read by `toolkit.inspect`; the
+planner itself reads nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from toolkit.catalog.schema import Architecture
+from toolkit.inspect.layout import WeightLayout
+
+
+@dataclass(frozen=True)
+class VariantInput:
+    id: str
+    quant: str
+    format: str
+    #: Exact (from files) or None: the planner then estimates it from the architecture.
+    layout: WeightLayout | None = None
+    download_bytes: int | None = None
+    max_tp: int | None = None
+    tp_divides: int | None = None
+    #: A local file or folder when the model did not come from a recipe.
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    id: str
+    arch: Architecture
+    native_ctx: int
+    params_total: float | None = None
+    variants: tuple[VariantInput, ...] = ()

@@ -1,0 +1,386 @@
+"""Where the bytes go: one engine configuration → memory per device, fit, speed parts.
+
+llama.cpp: the last `-ngl` layers run on GPUs (the output head too when ngl > layers),
+split across GPUs in contiguous ranges by `--tensor-split`; `--n-cpu-moe N` keeps the
+routed experts of the first N layers in RAM; the token embedding always stays in RAM;
+KV of a layer lives where the layer runs. vLLM: every tensor sharded over TP ranks, layers
+over PP stages; see memory.vllm_terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from toolkit.catalog.schema import Architecture
+from toolkit.hardware.model import Gpu, Hardware
+from toolkit.inspect.layout import WeightLayout
+from toolkit.planner import memory as mem
+from toolkit.planner.speed import DEFAULT_RAM_BW, Part
+from toolkit.planner.types import DeviceMemory
+
+GiB = 1024**3
+MiB = 1024**2
+#: Reserve kept free on each GPU for llama.cpp: CUDA context and driver allocations that
+#: its logged buffers do not include.
+GPU_RESERVE = 1 * GiB
+#: RAM kept free for the OS and the engine process itself.
+RAM_RESERVE = 1 * GiB
+#: vLLM CPU backend: process memory besides weights and KV (torch, compiled kernels);
+#: measured 3.2–3.8 GiB RSS for SmolLM2-135M fp32 with a 1 GiB KV space on this machine.
+VLLM_CPU_OVERHEAD = int(2.0 * GiB)
+
+
+@dataclass
+class Evaluated:
+    """One fully specified configuration and what it costs."""
+
+    placement: str
+    devices: list[DeviceMemory]
+    fits: bool
+    reasons: list[str] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    weights_read: float = 0.0
+    ngl: int = 0
+    n_cpu_moe: int = 0
+    tensor_split: tuple[float, ...] = ()
+    tp: int = 1
+    pp: int = 1
+    ep: bool = False
+    util: float = 0.9
+    kv_tokens: int | None = None
+    max_concurrency: float | None = None
+    kv_space: int | None = None
+    shortfall: int = 0
+    needs: int = 0
+    have: int = 0
+
+
+def ram_capacity(hw: Hardware) -> int:
+    return max(0, hw.host.ram_available_bytes - RAM_RESERVE)
+
+
+def ram_bandwidth(hw: Hardware) -> tuple[float, bool]:
+    bw = hw.host.ram_bandwidth_bytes_s
+    return (bw, False) if bw else (DEFAULT_RAM_BW, True)
+
+
+def _active_layer_bytes(layout: WeightLayout, arch: Architecture, i: int) -> float:
+    """Bytes of layer i read per token (shared weights + the routed experts used)."""
+    experts = layout.expert_bytes_per_layer[i] if layout.expert_bytes_per_layer else 0
+    frac = arch.moe.experts_per_token / arch.moe.experts if arch.moe else 0.0
+    return layout.per_layer_bytes[i] - experts + experts * frac
+
+
+def _check(dev: DeviceMemory) -> str | None:
+    if dev.total_bytes > dev.capacity_bytes:
+        return (
+            f"{dev.id}: needs {dev.total_bytes / GiB:.1f} GiB, "
+            f"{dev.capacity_bytes / GiB:.1f} GiB usable"
+        )
+    return None
+
+
+def llamacpp(
+    arch: Architecture,
+    layout: WeightLayout,
+    hw: Hardware,
+    gpus: list[Gpu],
+    *,
+    ngl: int,
+    n_cpu_moe: int,
+    ctx: int,
+    slots: int,
+    ubatch: int,
+    kv_dtype: str,
+    flash_attn: bool,
+    kv_read_ctx: int,
+) -> Evaluated:
+    n = arch.layers
+    n_ctx = ctx * slots
+    gpus = gpus if ngl > 0 else []
+    on_gpu = min(ngl, n) if gpus else 0
+    output_on_gpu = bool(gpus) and ngl > n
+    first_gpu = n - on_gpu
+    caps = [max(0, g.free_bytes - GPU_RESERVE) for g in gpus]
+    total_cap = sum(caps) or 1
+    split = tuple(round(c / total_cap, 3) for c in caps) if len(gpus) > 1 else ()
+    # Contiguous layer ranges per GPU, proportional to usable memory.
+    owner: list[int] = [-1] * n
+    if gpus:
+        bounds, acc = [], 0.0
+        for c in caps:
+            acc += c / total_cap
+            bounds.append(acc)
+        for j, i in enumerate(range(first_gpu, n)):
+            pos = (j + 0.5) / max(1, on_gpu)
+            owner[i] = next(k for k, b in enumerate(bounds) if pos <= b + 1e-9)
+    kv_layers = mem.llamacpp_kv_per_layer(
+        arch, n_ctx=n_ctx, slots=slots, ubatch=ubatch, kv_dtype=kv_dtype
+    )
+    g_w = [0] * len(gpus)
+    g_kv = [0] * len(gpus)
+    g_read = [0.0] * len(gpus)
+    cpu_w = layout.embedding_bytes + layout.other_bytes
+    cpu_kv = 0
+    cpu_read = 0.0
+    experts = layout.expert_bytes_per_layer or tuple(0 for _ in range(n))
+    frac = arch.moe.experts_per_token / arch.moe.experts if arch.moe else 0.0
+    kv_scale = kv_read_ctx / max(1, n_ctx)
+    for i in range(n):
+        k = owner[i]
+        read = _active_layer_bytes(layout, arch, i)
+        if k < 0:
+            cpu_w += layout.per_layer_bytes[i]
+            cpu_kv += kv_layers[i]
+            cpu_read += read + kv_layers[i] * kv_scale
+            continue
+        exp = experts[i] if i < n_cpu_moe else 0
+        g_w[k] += layout.per_layer_bytes[i] - exp
+        cpu_w += exp
+        cpu_read += exp * frac
+        g_read[k] += read - exp * frac + kv_layers[i] * kv_scale
+        g_kv[k] += kv_layers[i]
+    if output_on_gpu:
+        g_w[-1] += layout.output_bytes
+        g_read[-1] += layout.output_bytes or layout.embedding_bytes
+    else:
+        cpu_w += layout.output_bytes
+        cpu_read += layout.output_bytes or layout.embedding_bytes
+    devices: list[DeviceMemory] = []
+    reasons: list[str] = []
+    parts: list[Part] = []
+    for k, g in enumerate(gpus):
+        comp = mem.llamacpp_compute_bytes(
+            arch,
+            n_ctx=n_ctx,
+            ubatch=ubatch,
+            flash_attn=flash_attn,
+            with_output=output_on_gpu and k == len(gpus) - 1,
+        )
+        total = g_w[k] + g_kv[k] + comp
+        dev = DeviceMemory(
+            g.device_id, g_w[k], g_kv[k], comp, 0, total, caps[k], free_bytes=g.free_bytes
+        )
+        devices.append(dev)
+        parts.append(Part(g.device_id, g_read[k], g.bandwidth_bytes_s))
+        if g.unified_memory:
+            continue
+    cpu_runs = on_gpu < n or n_cpu_moe > 0 or not output_on_gpu
+    if cpu_runs:
+        cpu_comp = mem.llamacpp_compute_bytes(
+            arch, n_ctx=n_ctx, ubatch=ubatch, flash_attn=flash_attn, with_output=not output_on_gpu
+        )
+    else:
+        cpu_comp = mem.llamacpp_host_compute_bytes(arch, ubatch=ubatch)
+    unified = any(g.unified_memory for g in gpus)
+    ram_cap = ram_capacity(hw)
+    cpu_total = cpu_w + cpu_kv + cpu_comp
+    cpu = DeviceMemory(
+        "cpu",
+        cpu_w,
+        cpu_kv,
+        cpu_comp,
+        0,
+        cpu_total,
+        ram_cap,
+        free_bytes=hw.host.ram_available_bytes,
+    )
+    devices.append(cpu)
+    bw, _ = ram_bandwidth(hw)
+    parts.append(Part("cpu (RAM)", cpu_read, bw))
+    for d in devices:
+        why = _check(d)
+        if why:
+            reasons.append(why)
+    if unified:
+        # GPU and CPU share one pool: the sum must fit the GPU's working-set cap.
+        used = sum(d.total_bytes for d in devices)
+        cap = caps[0]
+        reasons = (
+            []
+            if used <= cap
+            else [f"unified memory: needs {used / GiB:.1f} GiB, {cap / GiB:.1f} GiB usable"]
+        )
+    needs = sum(d.total_bytes for d in devices)
+    have = sum(d.capacity_bytes for d in devices)
+    shortfall = sum(max(0, d.total_bytes - d.capacity_bytes) for d in devices)
+    if not gpus:
+        placement = "cpu"
+    elif unified:
+        placement = "unified"
+    elif on_gpu < n:
+        placement = "partial_offload"
+    elif n_cpu_moe > 0:
+        placement = "expert_offload"
+    elif len(gpus) > 1:
+        placement = "layer_split"
+    else:
+        placement = "gpu"
+    return Evaluated(
+        placement=placement,
+        devices=devices,
+        fits=not reasons,
+        reasons=reasons,
+        parts=parts,
+        weights_read=sum(p.bytes_per_token for p in parts),
+        ngl=(n + 1 if output_on_gpu else on_gpu),
+        n_cpu_moe=n_cpu_moe,
+        tensor_split=split,
+        shortfall=shortfall,
+        needs=needs,
+        have=have,
+    )
+
+
+def vllm_gpu(
+    arch: Architecture,
+    layout: WeightLayout,
+    gpus: list[Gpu],
+    *,
+    tp: int,
+    pp: int,
+    ep: bool,
+    util: float,
+    ctx: int,
+    concurrency: int,
+    kv_dtype: str,
+    batched_tokens: int | None,
+    kv_read_ctx: int,
+) -> Evaluated:
+    used = gpus[: tp * pp]
+    total = min(g.total_bytes for g in used)
+    free = min(g.free_bytes for g in used)
+    bt = batched_tokens or mem.default_batched_tokens(total)
+    seqs = mem.default_max_num_seqs(total)
+    w_gpu = -(-layout.total_bytes // (tp * pp))
+    terms = mem.vllm_terms(
+        arch,
+        gpu_total=total,
+        weights_per_gpu=w_gpu,
+        util=util,
+        tp=tp,
+        pp=pp,
+        kv_dtype=kv_dtype,
+        batched_tokens=bt,
+        max_num_seqs=seqs,
+    )
+    reasons: list[str] = []
+    if terms.budget > free:
+        reasons.append(
+            f"gpu_memory_utilization {util:.2f} × {total / GiB:.1f} GiB = "
+            f"{terms.budget / GiB:.1f} GiB exceeds the {free / GiB:.1f} GiB free"
+        )
+    kv = max(0, terms.kv_cache)
+    max_conc = terms.kv_tokens / ctx if ctx else None
+    if terms.kv_cache <= 0:
+        reasons.append(
+            f"weights {w_gpu / GiB:.1f} GiB + activations {terms.activation / GiB:.1f} GiB per "
+            f"GPU leave no KV cache in {terms.budget / GiB:.1f} GiB"
+        )
+    elif terms.kv_tokens < ctx * concurrency:
+        reasons.append(
+            f"KV pool holds {terms.kv_tokens:,} tokens per GPU group, needs "
+            f"{ctx * concurrency:,} (ctx {ctx:,} × {concurrency})"
+        )
+    devices = []
+    parts = []
+    stage_read = (layout.active_bytes or layout.total_bytes) / pp
+    if terms.budget + terms.cuda_graphs > free and terms.budget <= free:
+        reasons.append(
+            f"CUDA graphs (~{terms.cuda_graphs / GiB:.1f} GiB) do not fit beside the "
+            f"{terms.budget / GiB:.1f} GiB budget in {free / GiB:.1f} GiB free"
+        )
+    for g in used:
+        devices.append(
+            DeviceMemory(
+                g.device_id,
+                w_gpu,
+                kv,
+                terms.activation,
+                terms.non_torch,
+                w_gpu + kv + terms.activation + terms.non_torch,
+                terms.budget,
+                free_bytes=g.free_bytes,
+            )
+        )
+    for s in range(pp):
+        kv_read = terms.kv_bytes_per_token * kv_read_ctx * tp
+        g0 = used[s * tp]
+        parts.append(
+            Part(
+                f"{g0.device_id} (stage {s})" if pp > 1 else g0.device_id,
+                stage_read + kv_read,
+                g0.bandwidth_bytes_s,
+                ranks=tp,
+            )
+        )
+    need_total = w_gpu + terms.activation + terms.non_torch
+    need_total += terms.kv_bytes_per_token * ctx * concurrency
+    shortfall = max(0, need_total - min(terms.budget, free)) * tp * pp
+    placement = "gpu"
+    if pp > 1:
+        placement = "pipeline_parallel"
+    elif tp > 1:
+        placement = "tensor_parallel"
+    return Evaluated(
+        placement=placement,
+        devices=devices,
+        fits=not reasons,
+        reasons=reasons,
+        parts=parts,
+        tp=tp,
+        pp=pp,
+        ep=ep,
+        util=util,
+        kv_tokens=terms.kv_tokens,
+        max_concurrency=max_conc,
+        shortfall=shortfall,
+        needs=need_total * tp * pp,
+        have=min(terms.budget, free) * tp * pp,
+    )
+
+
+def vllm_cpu(
+    arch: Architecture,
+    layout: WeightLayout,
+    hw: Hardware,
+    *,
+    ctx: int,
+    concurrency: int,
+    kv_dtype: str,
+    kv_read_ctx: int,
+) -> Evaluated:
+    """vLLM CPU backend: fp32 weights (layout at 32 bit), KV space set explicitly in whole
+    GiB (VLLM_CPU_KVCACHE_SPACE), process overhead measured on this kind of machine."""
+    per_tok = mem.vllm_kv_bytes_per_token(arch, tp=1, pp=1, kv_dtype=kv_dtype)
+    need_kv = per_tok * ctx * concurrency
+    kv_space = max(1, -(-need_kv // GiB)) * GiB
+    total = layout.total_bytes + kv_space + VLLM_CPU_OVERHEAD
+    cap = ram_capacity(hw)
+    dev = DeviceMemory(
+        "cpu",
+        layout.total_bytes,
+        kv_space,
+        0,
+        VLLM_CPU_OVERHEAD,
+        total,
+        cap,
+        free_bytes=hw.host.ram_available_bytes,
+    )
+    reasons = [r for r in [_check(dev)] if r]
+    bw, _ = ram_bandwidth(hw)
+    read = (layout.active_bytes or layout.total_bytes) + per_tok * kv_read_ctx
+    tokens = kv_space // per_tok if per_tok else 0
+    return Evaluated(
+        placement="cpu",
+        devices=[dev],
+        fits=not reasons,
+        reasons=reasons,
+        parts=[Part("cpu (RAM)", read, bw)],
+        kv_tokens=int(tokens),
+        max_concurrency=tokens / ctx if ctx else None,
+        kv_space=kv_space,
+        shortfall=max(0, total - cap),
+        needs=total,
+        have=cap,
+    )

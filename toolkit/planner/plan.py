@@ -1,0 +1,554 @@
+"""Search variants × engines × placements × context; rank; explain every rejection.
+
+Pure: the same (models, hardware, request, calibration records) give the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from toolkit.hardware.model import Gpu, Hardware
+from toolkit.inspect.layout import WeightLayout
+from toolkit.planner import compat, placement
+from toolkit.planner.calibrate import apply_calibration
+from toolkit.planner.inputs import ModelInput, VariantInput
+from toolkit.planner.kv import global_kv_bytes_per_token
+from toolkit.planner.placement import Evaluated
+from toolkit.planner.quant import QuantInfo, quant_info
+from toolkit.planner.speed import decode
+from toolkit.planner.types import (
+    CalibrationRecord,
+    Engine,
+    LlamaCppSettings,
+    Plan,
+    PlanRequest,
+    PlanResult,
+    Rejection,
+    VllmSettings,
+)
+from toolkit.planner.weights import estimate_layout
+
+GiB = 1024**3
+DEFAULT_CTX_CAP = 32768
+
+
+def default_ctx(native: int) -> int:
+    return min(native, DEFAULT_CTX_CAP)
+
+
+def _kv_dtype(engine: Engine, req: PlanRequest) -> str | None:
+    """The KV dtype for an engine, or None when the engine does not support the request."""
+    if req.kv_dtype is None:
+        return "f16" if engine == "llamacpp" else "bf16"
+    if engine == "llamacpp":
+        return req.kv_dtype if req.kv_dtype in ("f16", "bf16", "q8_0", "q4_0", "f32") else None
+    return req.kv_dtype if req.kv_dtype in ("fp8", "bf16", "f16") else None
+
+
+def variant_layout(model: ModelInput, v: VariantInput, info: QuantInfo) -> WeightLayout:
+    if v.layout is not None:
+        return v.layout
+    return estimate_layout(
+        model.arch, info, params_total=model.params_total, size_bytes=v.download_bytes
+    )
+
+
+def _matches(v: VariantInput, req: PlanRequest) -> bool:
+    if req.variant:
+        want = req.variant.lower()
+        if ":" in want:
+            return v.id.lower() == want
+        return v.quant == want or v.id.lower().endswith(":" + want)
+    if req.quant:
+        q = req.quant.lower()
+        return v.quant == q or v.format == q or (q in ("int4",) and v.format in ("awq", "gptq"))
+    return True
+
+
+# --- llama.cpp --------------------------------------------------------------------------
+
+
+def _llamacpp_search(
+    model: ModelInput,
+    layout: WeightLayout,
+    hw: Hardware,
+    gpus: list[Gpu],
+    req: PlanRequest,
+    ctx: int,
+    kv_dtype: str,
+) -> Evaluated:
+    arch = model.arch
+    n = arch.layers
+    ubatch = req.ubatch or 512
+    slots = max(1, req.concurrency)
+    fa = req.flash_attn != "off"
+
+    def ev(use: list[Gpu], ngl: int, ncm: int, c: int = ctx) -> Evaluated:
+        return placement.llamacpp(
+            arch,
+            layout,
+            hw,
+            use,
+            ngl=ngl,
+            n_cpu_moe=ncm,
+            ctx=c,
+            slots=slots,
+            ubatch=ubatch,
+            kv_dtype=kv_dtype,
+            flash_attn=fa,
+            kv_read_ctx=c // 2,
+        )
+
+    if req.ngl is not None or req.n_cpu_moe is not None:
+        ngl = req.ngl if req.ngl is not None else (n + 1 if gpus else 0)
+        use = gpus
+        if len(gpus) > 1:
+            one = ev(gpus[:1], ngl, req.n_cpu_moe or 0)
+            if one.fits:
+                return one
+        return ev(use, ngl, req.n_cpu_moe or 0)
+    tried: list[Evaluated] = []
+    if gpus:
+        best = max(gpus, key=lambda g: g.free_bytes)
+        e = ev([best], n + 1, 0)
+        if e.fits:
+            return e
+        tried.append(e)
+        if len(gpus) > 1:
+            e = ev(gpus, n + 1, 0)
+            if e.fits:
+                return e
+            tried.append(e)
+        if arch.moe is not None:
+            moe_e = _smallest(lambda k: ev(gpus, n + 1, k), 1, n)
+            if moe_e is not None and moe_e.fits:
+                return moe_e
+            tried.append(moe_e or ev(gpus, n + 1, n))
+        part = _largest(lambda k: ev(gpus, k, 0), 1, n)
+        if part is not None and part.fits:
+            return part
+        if part is not None:
+            tried.append(part)
+    cpu = ev([], 0, 0)
+    if cpu.fits or not tried:
+        return cpu
+    return min([*tried, cpu], key=lambda e: e.shortfall)
+
+
+def _gpus_fit(e: Evaluated) -> bool:
+    return all(d.total_bytes <= d.capacity_bytes for d in e.devices if d.id != "cpu")
+
+
+def _smallest(ev: Callable[[int], Evaluated], lo: int, hi: int) -> Evaluated | None:
+    """The smallest k in [lo, hi] whose GPUs fit (k = layers of experts kept on the CPU)."""
+    if not _gpus_fit(ev(hi)):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _gpus_fit(ev(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return ev(lo)
+
+
+def _largest(ev: Callable[[int], Evaluated], lo: int, hi: int) -> Evaluated | None:
+    """The largest k in [lo, hi] (layers on GPUs) whose GPUs fit."""
+    if not _gpus_fit(ev(lo)):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _gpus_fit(ev(mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return ev(lo)
+
+
+def _llamacpp_max_ctx(
+    model: ModelInput,
+    layout: WeightLayout,
+    hw: Hardware,
+    gpus: list[Gpu],
+    e: Evaluated,
+    req: PlanRequest,
+    kv_dtype: str,
+) -> int:
+    use = gpus if e.ngl > 0 else []
+    if e.placement == "gpu":
+        used_ids = {d.id for d in e.devices}
+        use = [g for g in gpus if g.device_id in used_ids]
+
+    def fits(c: int) -> bool:
+        return placement.llamacpp(
+            model.arch,
+            layout,
+            hw,
+            use,
+            ngl=e.ngl,
+            n_cpu_moe=e.n_cpu_moe,
+            ctx=c,
+            slots=max(1, req.concurrency),
+            ubatch=req.ubatch or 512,
+            kv_dtype=kv_dtype,
+            flash_attn=req.flash_attn != "off",
+            kv_read_ctx=c // 2,
+        ).fits
+
+    lo, hi = 0, model.native_ctx
+    if fits(hi):
+        return hi
+    while hi - lo > 256:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo // 256 * 256
+
+
+# --- vLLM -------------------------------------------------------------------------------
+
+
+def _tp_ok(model: ModelInput, v: VariantInput, tp: int) -> tuple[bool, bool, str]:
+    """(usable, needs expert parallel, reason)."""
+    arch = model.arch
+    if arch.heads % tp:
+        return False, False, f"TP {tp}: {arch.heads} attention heads not divisible"
+    if arch.mla is None and tp > arch.kv_heads and tp % arch.kv_heads:
+        return False, False, f"TP {tp}: {arch.kv_heads} KV heads cannot be replicated evenly"
+    if arch.mla is None and tp < arch.kv_heads and arch.kv_heads % tp:
+        return False, False, f"TP {tp}: {arch.kv_heads} KV heads not divisible"
+    capped = (v.max_tp is not None and tp > v.max_tp) or (
+        v.tp_divides is not None and v.tp_divides % tp
+    )
+    if capped:
+        if arch.moe is not None:
+            return True, True, ""
+        return False, False, f"TP {tp}: recipe allows TP ≤ {v.max_tp} dividing {v.tp_divides}"
+    return True, False, ""
+
+
+def _vllm_search(
+    model: ModelInput,
+    v: VariantInput,
+    layout: WeightLayout,
+    gpus: list[Gpu],
+    req: PlanRequest,
+    ctx: int,
+    kv_dtype: str,
+    notes: list[str],
+) -> Evaluated | str:
+    by_name: dict[str, list[Gpu]] = {}
+    for g in gpus:
+        by_name.setdefault(g.name, []).append(g)
+    group = max(by_name.values(), key=lambda gs: len(gs) * gs[0].total_bytes)
+    count = len(group)
+    sizes = [req.tp] if req.tp else [s for s in (1, 2, 4, 8, 16) if s <= count]
+    util = req.gpu_mem_util or 0.9
+    free_frac = min(g.free_bytes / g.total_bytes for g in group)
+    if req.gpu_mem_util is None and free_frac < util:
+        util = max(0.05, int((free_frac - 0.01) * 100) / 100)
+        notes.append(f"gpu_memory_utilization lowered to {util:.2f}: only that much is free")
+    tried: list[Evaluated] = []
+    why: list[str] = []
+    for tp in sizes:
+        if tp > count:
+            why.append(f"TP {tp} needs {tp} GPUs, {count} × {group[0].name} present")
+            continue
+        ok, ep, reason = _tp_ok(model, v, tp)
+        pp = 1
+        if not ok:
+            why.append(reason)
+            continue
+        e = placement.vllm_gpu(
+            model.arch,
+            layout,
+            group,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            util=util,
+            ctx=ctx,
+            concurrency=max(1, req.concurrency),
+            kv_dtype=kv_dtype,
+            batched_tokens=req.max_num_batched_tokens,
+            kv_read_ctx=ctx // 2,
+        )
+        if e.fits:
+            return e
+        tried.append(e)
+    if not tried:
+        return "; ".join(why) or "no usable tensor-parallel size"
+    return min(tried, key=lambda e: e.shortfall)
+
+
+# --- assembling plans ------------------------------------------------------------------
+
+
+def _plan(
+    model: ModelInput,
+    v: VariantInput,
+    info: QuantInfo,
+    layout: WeightLayout,
+    engine: Engine,
+    e: Evaluated,
+    verdict: compat.Verdict,
+    hw: Hardware,
+    req: PlanRequest,
+    ctx: int,
+    kv_dtype: str,
+    max_ctx: int | None,
+    notes: list[str],
+) -> Plan:
+    conc = max(1, req.concurrency)
+    flops = sum(g.fp16_flops or 0 for g in hw.gpus if g.device_id in {d.id for d in e.devices})
+    active_params = (layout.active_bytes or layout.total_bytes) * 8 / info.layer_bpw
+    speed = decode(
+        e.parts,
+        concurrency=conc,
+        shared_bytes=float(layout.active_bytes or layout.total_bytes),
+        flops_per_token=2 * active_params,
+        flops=flops or None,
+        ram_assumed=hw.host.ram_bandwidth_bytes_s is None
+        and any(p.where.startswith("cpu") and p.bytes_per_token > 0 for p in e.parts),
+    )
+    llama = vllm = None
+    devices = tuple(d.id for d in e.devices if d.total_bytes > 0)
+    if engine == "llamacpp":
+        llama = LlamaCppSettings(
+            n_gpu_layers=e.ngl,
+            n_cpu_moe=e.n_cpu_moe,
+            tensor_split=e.tensor_split,
+            flash_attn=req.flash_attn or "auto",
+            ubatch=req.ubatch or 512,
+            slots=conc,
+        )
+        if e.n_cpu_moe:
+            notes.append("MoE-expert offload needs the native llama-server (--n-cpu-moe)")
+    else:
+        on_cpu = e.devices[0].id == "cpu"
+        vllm = VllmSettings(
+            tensor_parallel=e.tp,
+            pipeline_parallel=e.pp,
+            expert_parallel=e.ep,
+            gpu_memory_utilization=e.util,
+            max_num_batched_tokens=req.max_num_batched_tokens,
+            max_num_seqs=conc if on_cpu else None,
+            dtype=verdict.dtype,
+            quantization=verdict.quantization,
+            kv_cache_bytes=e.kv_space,
+            enforce_eager=on_cpu,
+            device="cpu" if on_cpu else "cuda",
+        )
+        if e.ep:
+            notes.append("expert parallel: experts spread over GPUs, attention TP")
+    kv_tok = int(global_kv_bytes_per_token(model.arch, kv_dtype))
+    return Plan(
+        model_id=model.id,
+        variant_id=v.id,
+        engine=engine,
+        placement=e.placement,  # type: ignore[arg-type]
+        devices=devices,
+        ctx=ctx,
+        concurrency=conc,
+        kv_dtype=kv_dtype,  # type: ignore[arg-type]
+        memory=tuple(e.devices),
+        speed=speed,
+        kernel=verdict.kernel,
+        format=v.format,
+        quant=v.quant,
+        download_bytes=v.download_bytes,
+        weights_bytes=layout.total_bytes,
+        kv_bytes_per_token=kv_tok,
+        llamacpp=llama,
+        vllm=vllm,
+        kv_tokens_capacity=e.kv_tokens,
+        max_concurrency=None if e.max_concurrency is None else round(e.max_concurrency, 2),
+        max_ctx=max_ctx,
+        notes=tuple(notes),
+        hardware={"fingerprint": hw.fingerprint(), "source": hw.source, "origin": hw.origin},
+        model_path=v.path,
+    )
+
+
+def _evaluate(
+    model: ModelInput, v: VariantInput, engine: Engine, hw: Hardware, req: PlanRequest
+) -> tuple[Plan | None, Rejection | None]:
+    info = quant_info(v.quant, v.format) or quant_info(v.format)
+    if info is None and v.layout is None:
+        return None, Rejection(v.id, engine, f"unknown bits per weight for {v.quant!r}")
+    assert info is not None or v.layout is not None
+    info = info or QuantInfo(v.quant, v.format, 16.0, 16.0)
+    ctx = req.ctx or default_ctx(model.native_ctx)
+    kv_dtype = _kv_dtype(engine, req)
+    if kv_dtype is None:
+        return None, Rejection(v.id, engine, f"{engine} has no KV dtype {req.kv_dtype}")
+    notes: list[str] = []
+    if ctx > model.native_ctx:
+        notes.append(f"ctx {ctx:,} is beyond the native {model.native_ctx:,} (needs RoPE scaling)")
+    if info.estimate and v.layout is None and v.download_bytes is None:
+        notes.append(f"weights estimated: {info.basis}")
+    if engine == "llamacpp":
+        verdicts = [(g, compat.llamacpp_gpu(v.format, g)) for g in hw.gpus]
+        gpus = [g for g, vd in verdicts if vd.ok]
+        verdict = verdicts[0][1] if gpus else compat.llamacpp_cpu(v.format)
+        if not verdict.ok:
+            return None, Rejection(v.id, engine, verdict.reason)
+        layout = variant_layout(model, v, info)
+        e = _llamacpp_search(model, layout, hw, gpus, req, ctx, kv_dtype)
+        if e.placement == "cpu":
+            verdict = compat.llamacpp_cpu(v.format)
+        if not e.fits:
+            return None, _reject(v, engine, e)
+        max_ctx = _llamacpp_max_ctx(model, layout, hw, gpus, e, req, kv_dtype)
+        return _plan(
+            model, v, info, layout, engine, e, verdict, hw, req, ctx, kv_dtype, max_ctx, notes
+        ), None
+    # vLLM
+    gverdicts = [(g, compat.vllm_gpu(v.format, g)) for g in hw.gpus]
+    gpus = [g for g, vd in gverdicts if vd.ok]
+    if gpus:
+        verdict = next(vd for g, vd in gverdicts if vd.ok)
+        layout = variant_layout(model, v, info)
+        found = _vllm_search(model, v, layout, gpus, req, ctx, kv_dtype, notes)
+        if isinstance(found, str):
+            return None, Rejection(v.id, engine, found)
+        if not found.fits:
+            return None, _reject(v, engine, found)
+        conc = max(1, req.concurrency)
+        max_ctx = min(model.native_ctx, (found.kv_tokens or 0) // conc)
+        return _plan(
+            model, v, info, layout, engine, found, verdict, hw, req, ctx, kv_dtype, max_ctx, notes
+        ), None
+    if hw.gpus:
+        return None, Rejection(v.id, engine, gverdicts[0][1].reason)
+    verdict = compat.vllm_cpu(v.format, hw.host)
+    if not verdict.ok:
+        return None, Rejection(v.id, engine, verdict.reason)
+    # CPU backend runs float32: weights at 32 bits.
+    f32 = QuantInfo("fp32", "fp32", 32.0, 32.0, basis="float32 on vLLM CPU")
+    layout32 = estimate_layout(model.arch, f32, params_total=model.params_total)
+    e = placement.vllm_cpu(
+        model.arch,
+        layout32,
+        hw,
+        ctx=ctx,
+        concurrency=max(1, req.concurrency),
+        kv_dtype=kv_dtype,
+        kv_read_ctx=ctx // 2,
+    )
+    if not e.fits:
+        return None, _reject(v, engine, e)
+    max_ctx = min(model.native_ctx, (e.kv_tokens or 0) // max(1, req.concurrency))
+    notes.append("vLLM CPU backend: float32 and --enforce-eager (bf16 without compile is wrong)")
+    return _plan(
+        model, v, f32, layout32, engine, e, verdict, hw, req, ctx, kv_dtype, max_ctx, notes
+    ), None
+
+
+def _reject(v: VariantInput, engine: Engine, e: Evaluated) -> Rejection:
+    where = {"cpu": "in RAM", "gpu": "on one GPU"}.get(e.placement, f"as {e.placement}")
+    reason = f"does not fit {where}: " + "; ".join(e.reasons)
+    return Rejection(v.id, engine, reason, needs_bytes=e.needs, have_bytes=e.have)
+
+
+def rank_key(plan: Plan, prefer: str) -> tuple[float, ...]:
+    info = quant_info(plan.quant, plan.format)
+    bits = info.layer_bpw if info else 0.0
+    if plan.engine == "vllm" and plan.vllm is not None and plan.vllm.device == "cpu":
+        bits = min(bits, 16.0)
+    speed = plan.speed.decode_tok_s or 0.0
+    ctx = float(plan.max_ctx or plan.ctx)
+    if prefer == "speed":
+        return (-speed, -bits, -ctx)
+    if prefer == "context":
+        return (-ctx, -bits, -speed)
+    return (-bits, -speed, -ctx)
+
+
+def make_plans(
+    models: Sequence[ModelInput],
+    hw: Hardware,
+    req: PlanRequest,
+    calibration: Sequence[CalibrationRecord] = (),
+) -> PlanResult:
+    plans: list[Plan] = []
+    rejections: list[Rejection] = []
+    engines: list[Engine] = [req.engine] if req.engine else ["llamacpp", "vllm"]
+    for model in models:
+        for v in model.variants:
+            if not _matches(v, req):
+                continue
+            for engine in engines:
+                if v.format == "gguf" and engine == "vllm":
+                    if req.engine == "vllm":
+                        rejections.append(Rejection(v.id, engine, "GGUF is served by llama.cpp"))
+                    continue
+                if v.format != "gguf" and engine == "llamacpp":
+                    if req.engine == "llamacpp":
+                        rejections.append(
+                            Rejection(v.id, engine, f"llama.cpp needs GGUF, not {v.format}")
+                        )
+                    continue
+                plan, rej = _evaluate(model, v, engine, hw, req)
+                if plan is not None:
+                    plans.append(apply_calibration(plan, calibration, hw))
+                if rej is not None:
+                    rejections.append(rej)
+    plans.sort(key=lambda p: rank_key(p, req.prefer))
+    closest, suggestion = None, None
+    if not plans:
+        closest, suggestion = _closest(models, hw, req, rejections)
+    return PlanResult(
+        plans=tuple(plans),
+        rejections=tuple(rejections),
+        hardware=hw,
+        models=tuple(m.id for m in models),
+        closest=closest,
+        suggestion=suggestion,
+    )
+
+
+def _closest(
+    models: Sequence[ModelInput], hw: Hardware, req: PlanRequest, rejections: list[Rejection]
+) -> tuple[Rejection | None, str | None]:
+    sized = [r for r in rejections if r.needs_bytes is not None and r.have_bytes is not None]
+    if not sized:
+        return (rejections[0] if rejections else None), None
+    best = min(sized, key=lambda r: (r.needs_bytes or 0) - (r.have_bytes or 0))
+    tips: list[str] = []
+    model = next((m for m in models if best.variant_id.startswith(m.id + ":")), None)
+    if model is not None:
+        ctx = req.ctx or default_ctx(model.native_ctx)
+        for smaller in (ctx // 2, ctx // 4, ctx // 8, 4096, 2048):
+            if smaller < 1024 or smaller >= ctx:
+                continue
+            trial = replace(req, ctx=smaller, variant=best.variant_id)
+            p, _ = _evaluate(
+                model, _variant(model, best.variant_id), best.engine or "llamacpp", hw, trial
+            )
+            if p is not None:
+                tips.append(f"--ctx {smaller}")
+                break
+        lower = [
+            v
+            for v in model.variants
+            if v.id != best.variant_id and (quant_info(v.quant, v.format) is not None)
+        ]
+        for v in sorted(lower, key=lambda v: -(quant_info(v.quant, v.format).layer_bpw)):  # type: ignore[union-attr]
+            for engine in ("llamacpp", "vllm"):
+                if (v.format == "gguf") != (engine == "llamacpp"):
+                    continue
+                p, _ = _evaluate(model, v, engine, hw, req)
+                if p is not None:
+                    tips.append(f"the {v.quant.upper()} variant ({v.id})")
+                    break
+            if len(tips) == 2 or (tips and tips[-1].startswith("the")):
+                break
+    return best, (" or ".join(tips) if tips else None)
+
+
+def _variant(model: ModelInput, vid: str) -> VariantInput:
+    return next(v for v in model.variants if v.id == vid)
