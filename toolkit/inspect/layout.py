@@ -7,6 +7,10 @@ from the architecture × bits per weight otherwise (`exact=False`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,10 @@ class WeightLayout:
     #: Bytes of the active path per token (shared weights + experts_per_token experts);
     #: what decode reads from memory each step. None when unknown.
     active_bytes: int | None = None
+    #: Bytes in the files that the engine does not load (next-token-prediction layers
+    #: llama.cpp skips, MTP weights vLLM ignores without speculative decoding). Not in
+    #: total_bytes; still on disk.
+    unloaded_bytes: int = 0
 
     @property
     def layer_bytes_total(self) -> int:
@@ -40,3 +48,67 @@ class WeightLayout:
         return max(
             0, self.total_bytes - self.layer_bytes_total - self.embedding_bytes - self.output_bytes
         )
+
+
+def compute_active_bytes(
+    *,
+    total_bytes: int,
+    embedding_bytes: int,
+    tied_embeddings: bool,
+    expert_bytes_per_layer: tuple[int, ...],
+    experts: int | None,
+    experts_per_token: int | None,
+) -> int:
+    """Bytes decode reads per token: every weight except unchosen experts and the embedding.
+
+    The embedding table is a lookup (one row per token), so it is left out, unless the
+    output head is tied to it (then the whole table is read as the head).
+    """
+    active = total_bytes
+    if not tied_embeddings:
+        active -= embedding_bytes
+    if experts and experts_per_token:
+        unchosen = 1 - experts_per_token / experts
+        active -= round(sum(expert_bytes_per_layer) * unchosen)
+    return active
+
+
+def estimate_layout(
+    arch: Architecture, bits_per_weight: float, *, embedding_bits: float | None = None
+) -> WeightLayout:
+    """Weights from the analytic parameter counts × bits per weight (`exact=False`).
+
+    `embedding_bits` sets the embedding and output head apart (quantized checkpoints
+    often keep them at 16 bits; llama.cpp's Q4_K_M stores the output head as Q6_K).
+    """
+    from toolkit.inspect.params import param_breakdown
+
+    b = param_breakdown(arch)
+    emb_bits = bits_per_weight if embedding_bits is None else embedding_bits
+
+    def nbytes(params: int, bits: float) -> int:
+        return round(params * bits / 8)
+
+    per_layer = tuple(nbytes(p, bits_per_weight) for p in b.per_layer)
+    experts = tuple(nbytes(p, bits_per_weight) for p in b.experts_per_layer)
+    embedding = nbytes(b.embedding, emb_bits)
+    output = nbytes(b.output, emb_bits) + nbytes(b.final_norm, bits_per_weight)
+    total = sum(per_layer) + embedding + output
+    moe = arch.moe
+    return WeightLayout(
+        total_bytes=total,
+        per_layer_bytes=per_layer,
+        expert_bytes_per_layer=experts,
+        embedding_bytes=embedding,
+        output_bytes=output,
+        exact=False,
+        dtype_bytes={},
+        active_bytes=compute_active_bytes(
+            total_bytes=total,
+            embedding_bytes=embedding,
+            tied_embeddings=arch.tied_embeddings,
+            expert_bytes_per_layer=experts,
+            experts=moe.experts if moe else None,
+            experts_per_token=moe.experts_per_token if moe else None,
+        ),
+    )
