@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import settings
-from toolkit.catalog import Catalog, ModelEntry, load_catalog, parse_recipe, resolve, variant_id
+from toolkit.catalog import (
+    Catalog,
+    ModelEntry,
+    RecipeFile,
+    load_catalog,
+    parse_recipe,
+    resolve,
+    variant_id,
+)
 from toolkit.catalog.loader import recipe_files, shipped_recipes_dir
 from toolkit.errors import DeployError, NotFound
 
@@ -44,6 +52,8 @@ def model_document(entry: ModelEntry) -> dict[str, Any]:
     doc: dict[str, Any] = {"family": entry.family, "file": str(entry.file)}
     if entry.overrides is not None:
         doc["overrides"] = str(entry.overrides)
+    if entry.architecture_from is not None:
+        doc["architecture_from"] = entry.architecture_from
     body = m.model_dump(mode="json", exclude_none=True)
     for vdoc, v in zip(body.get("variants", []), m.variants, strict=True):
         vdoc["id"] = variant_id(m, v)
@@ -80,12 +90,42 @@ def validate_recipes(paths: Sequence[Path] = ()) -> list[Validation]:
         else:
             raise NotFound(f"no such file: {p}")
     results: list[Validation] = []
+    parsed: list[tuple[Path, RecipeFile]] = []
     for path in targets:
         try:
             recipe = parse_recipe(path)
         except DeployError as exc:
             results.append(Validation(str(path), 0, 0, str(exc)))
             continue
+        parsed.append((path, recipe))
         n_variants = sum(len(m.variants) for m in recipe.models)
         results.append(Validation(str(path), len(recipe.models), n_variants, None))
-    return results
+    return _check_links(results, parsed)
+
+
+def _check_links(
+    results: list[Validation], parsed: list[tuple[Path, RecipeFile]]
+) -> list[Validation]:
+    """`same_architecture_as` may name a model of another file: check each file against the
+    shipped recipes plus the other files being validated."""
+    base: list[tuple[Path, RecipeFile]] = []
+    given = {p.resolve() for p, _ in parsed}
+    for path in recipe_files([shipped_recipes_dir()]):
+        if path.resolve() in given:
+            continue
+        try:
+            base.append((path, parse_recipe(path)))
+        except DeployError:
+            continue  # reported when the shipped folder itself is validated
+    out = list(results)
+    for path, recipe in parsed:
+        cat = Catalog()
+        for other_path, other in [*base, *((p, r) for p, r in parsed if p != path)]:
+            cat.add(other_path, other)
+        cat.add(path, recipe)
+        try:
+            cat.link_architectures()
+        except DeployError as exc:
+            i = next(k for k, r in enumerate(out) if r.file == str(path))
+            out[i] = Validation(str(path), 0, 0, str(exc))
+    return out

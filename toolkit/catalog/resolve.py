@@ -80,15 +80,16 @@ class _Index:
 
 
 def _variant_by_quant(entry: ModelEntry, tag: str) -> Variant | None:
+    """`q4_k_m` (the default uploader's), `Q4_K_M@bartowski` (that uploader's)."""
     quant, _, uploader = normalize(tag).partition("@")
     model = entry.model
     for v in model.variants:
-        if v.quant != quant:
+        if normalize(v.quant) != quant:
             continue
         if uploader:
-            if v.uploader.lower() == uploader:
+            if normalize(v.uploader) == uploader:
                 return v
-        elif variant_id(model, v) == f"{model.id}:{quant}":
+        elif variant_id(model, v) == f"{model.id}:{v.quant}":
             return v
     return None
 
@@ -107,7 +108,7 @@ def resolve(catalog: Catalog, name: str) -> Resolved:
                 return Resolved(name, (entry,), variant)
             raise NotFound(
                 f"{entry.model.id} has no variant {tag!r}; it has: "
-                + ", ".join(v.quant for v in entry.model.variants),
+                + ", ".join(entry.model.variant_ids()),
                 hint=f"deploy recipes show {entry.model.id}",
             )
     if hit is None:
@@ -130,19 +131,39 @@ def resolve(catalog: Catalog, name: str) -> Resolved:
     gone = catalog.unavailable[key]
     raise NotFound(
         f"{gone.name} has no public weights: {gone.reason}",
-        hint="closest real models: " + ", ".join(gone.suggest) if gone.suggest else None,
+        hint=_closest(catalog, gone.suggest),
     )
 
 
+def _closest(catalog: Catalog, ids: tuple[str, ...]) -> str | None:
+    """`closest real models: deepseek-v3.2 (deepseek-ai/DeepSeek-V3.2), …`."""
+    if not ids:
+        return None
+    shown = []
+    for mid in ids:
+        entry = catalog.models.get(mid)
+        shown.append(f"{mid} ({entry.model.repo})" if entry is not None else mid)
+    return "closest real models: " + ", ".join(shown)
+
+
 def _not_found(index: _Index, name: str) -> NotFound:
-    keys = sorted(set(index.exact))
-    close = difflib.get_close_matches(normalize(name), keys, n=3, cutoff=0.6)
+    """Suggest up to three distinct recipes (by canonical id) whose names are close."""
+    keys = sorted(index.exact)
+    close = difflib.get_close_matches(normalize(name), keys, n=12, cutoff=0.6)
     if not close:
         stem = normalize(name).split(":")[0]
-        close = [k for k in keys if stem and (stem in k or k in stem)][:3]
+        close = [k for k in keys if stem and (stem in k or k in stem)]
+    suggestions: list[str] = []
+    for key in close:
+        kind, target = index.exact[key]
+        if kind == "unavailable":
+            continue
+        if target not in suggestions:
+            suggestions.append(target)
+    suggestions = suggestions[:3]
     hint = (
-        "did you mean " + " or ".join(repr(c) for c in close) + "?"
-        if close
+        "did you mean " + " or ".join(repr(c) for c in suggestions) + "?"
+        if suggestions
         else "deploy recipes list"
     )
     return NotFound(f"no recipe matches {name!r}", hint=hint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,12 +29,17 @@ def list_(as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("id", "family", "params (total/active)", "formats", "context", box=None)
+    table = Table(box=None)
+    table.add_column("id", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("params", no_wrap=True)
+    table.add_column("formats", min_width=10)
+    table.add_column("context", justify="right", no_wrap=True)
     for r in rows:
         params = format_params(r["params_total"])
         if r["params_active"]:
             params += f" / {format_params(r['params_active'])}"
-        table.add_row(r["id"], r["family"], params, ",".join(r["formats"]), f"{r['context']:,}")
+        table.add_row(r["id"], r["family"], params, " ".join(r["formats"]), _tokens(r["context"]))
     console().print(table)
 
 
@@ -57,13 +63,66 @@ def show(name: str, as_json: bool) -> None:
         p = doc["params"]
         active = f" / {format_params(p['active'])} active" if p.get("active") else ""
         out.print(f"  params: {format_params(p['total'])}{active}")
-        out.print(f"  context: {doc['context']['native']:,} native")
+        ctx = doc["context"]
+        extended = f", {ctx['extended']:,} extended" if ctx.get("extended") else ""
+        out.print(f"  context: {ctx['native']:,} native{extended}")
+        out.print(f"  architecture: {_architecture_line(doc)}")
         if doc.get("license"):
             out.print(f"  license: {doc['license']['value']}")
-        table = Table("variant id", "format", "repo", "size", box=None)
+        for engine, serving in doc.get("serving", {}).items():
+            if serving.get("flags"):
+                out.print(f"  {engine} flags: {_flags_line(serving['flags'])}")
+        if doc.get("note"):
+            out.print(f"  note: {doc['note']}")
+        table = Table(box=None)
+        table.add_column("variant id", no_wrap=True)
+        table.add_column("format")
+        table.add_column("repo", overflow="fold")
+        table.add_column("size", justify="right", no_wrap=True)
         for v in doc.get("variants", []):
-            table.add_row(v["id"], v["format"], v["repo"], format_bytes(v.get("total_size")))
+            repo = v.get("repo") or f"pypi:{v['pypi']['package']}"
+            table.add_row(v["id"], v["format"], repo, format_bytes(v.get("total_size")))
         out.print(table)
+
+
+def _tokens(n: int) -> str:
+    """Context lengths as people say them: 131072 -> 128K, 1048576 -> 1M."""
+    if n % (1 << 20) == 0:
+        return f"{n >> 20}M"
+    if n % 1024 == 0:
+        return f"{n >> 10}K"
+    return f"{n:,}"
+
+
+def _architecture_line(doc: dict[str, Any]) -> str:
+    arch = doc.get("architecture")
+    if arch is None:
+        return "not given (see note)"
+    parts = [arch["model_type"], f"{arch['layers']} layers"]
+    if "mla" in arch:
+        parts.append(
+            f"MLA (latent {arch['mla']['kv_lora_rank']}+{arch['mla']['qk_rope_head_dim']})"
+        )
+    else:
+        parts.append(f"{arch['heads']}Q/{arch['kv_heads']}KV heads x {arch['head_dim']}")
+    local = arch.get("local_attention")
+    if local:
+        window = f" {local['window']}" if local.get("window") else ""
+        parts.append(f"{local['kind']}{window} + global layers")
+    if "moe" in arch:
+        moe = arch["moe"]
+        parts.append(f"MoE {moe['experts']} experts, {moe['experts_per_token']} per token")
+    line = ", ".join(parts)
+    if doc.get("architecture_from"):
+        line += f" (same as {doc['architecture_from']})"
+    return line
+
+
+def _flags_line(flags: dict[str, Any]) -> str:
+    out = []
+    for flag, value in flags.items():
+        out.append(flag if value is True else f"{flag} {value}")
+    return " ".join(out)
 
 
 @recipes.command()
