@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,100 +110,115 @@ _V_VERSION = (
     re.compile(r"Initializing a V\d LLM engine \(v([^)\s]+)\)"),
     re.compile(r"LLM engine \(v([^)\s]+)\) with config"),
 )
-_V_RANK = re.compile(r"\((?:\w*?_?TP(\d+)|VllmWorker(?:Process)? rank=(\d+))[^)]*\)")
+_V_RANK = re.compile(r"\((?:\w*?TP(\d+)\b|VllmWorker\w* rank=(\d+))[^)]*\)")
+_V_V0_WORKER = re.compile(r"\(VllmWorkerProcess pid=(\d+)\)")
 _V_WEIGHTS = re.compile(
     r"(?:Model loading took|Loading model weights took|model weights take)\s+([\d.]+)\s*(GiB|GB)"
 )
 _V_AVAILABLE = re.compile(r"Available KV cache memory:\s+([\d.]+)\s*(GiB|GB)")
 _V_KV_REST = re.compile(r"reserved for KV Cache is\s+([\d.]+)\s*(GiB|GB)")
-_V_ACTIVATION = re.compile(r"PyTorch activation peak memory takes\s+([\d.]+)\s*(GiB|GB)")
+_V_KV_IN_USE = re.compile(r"Current kv cache memory in use is\s+([\d.]+)\s*GiB")
+_V_ACTIVATION = re.compile(
+    r"(?:PyTorch activation peak memory takes|GiB for consumed memory \(weights \+ non-torch\),)"
+    r"\s+([\d.]+)\s*(?:GiB|GB)(?: for peak activation)?"
+)
+_V_CONSUMED = re.compile(r"Actual usage is\s+([\d.]+)\s*GiB for consumed memory \(weights")
+_V_SUMMARY_GRAPH = re.compile(r"([\d.]+)\s*GiB for CUDAGraph memory")
 _V_KV_TOKENS = re.compile(r"\b(GPU|CPU|XPU|TPU|HPU|NPU)? ?KV cache size:\s+([\d,]+)\s+tokens")
 _V_CONCURRENCY = re.compile(
     r"Maximum concurrency for\s+([\d,]+)\s+tokens per request:\s+([\d.,]+)x"
 )
 _V_GRAPH = re.compile(
-    r"(?:Graph capturing finished in\s+\d+\s+secs?,\s*took|CUDA graph takes)\s+([\d.]+)\s*GiB"
+    r"(?:Graph capturing finished in\s+\d+\s+secs?,\s*took|CUDA graph takes|"
+    r"CUDA graph pool memory:)\s+([\d.]+)\s*GiB"
 )
 _V_GRAPH_EST = re.compile(r"Estimated CUDA graph memory:\s+([\d.]+)\s*GiB")
 _V_CPU_PLATFORM = re.compile(r"Automatically detected platform cpu|device_config=cpu")
 
 
-def _vllm_device(line: str, cpu: bool) -> str:
-    if cpu:
-        return "cpu"
-    m = _V_RANK.search(line)
-    rank = int(next(g for g in m.groups() if g is not None)) if m else 0
-    return f"cuda:{rank}"
+def _gib(text: str) -> int:
+    return round(_num(text) * GiB)
 
 
 def parse_vllm_log(text: str) -> LogMemory:
     """Memory vLLM reports while starting. vLLM prints sizes in GiB (older versions wrote
-    the same GiB figure with a "GB" label); tensor-parallel workers each log their own."""
+    the same GiB figure with a "GB" label); tensor-parallel workers each log their own
+    (`Worker_TP1`, `VllmWorker rank=1`; V0's unnumbered `VllmWorkerProcess` workers are
+    ranked 1, 2 … in order of appearance, the driver being rank 0)."""
     lines = text.splitlines()
     cpu = any(_V_CPU_PLATFORM.search(ln) or "CPU KV cache size" in ln for ln in lines)
     acc = _Acc()
+    activation: dict[str, int] = {}
+    graph: dict[str, int] = {}
+    graph_estimate: dict[str, int] = {}
+    v0_workers: dict[str, int] = {}
     evidence: list[str] = []
     version: str | None = None
     kv_tokens: int | None = None
     concurrency: float | None = None
     ctx: int | None = None
-    graph: int | None = None
-    graph_estimate: int | None = None
     available: int | None = None
+
+    def device_of(line: str) -> str:
+        if cpu:
+            return "cpu"
+        if m := _V_RANK.search(line):
+            return f"cuda:{next(g for g in m.groups() if g is not None)}"
+        if m := _V_V0_WORKER.search(line):
+            return f"cuda:{v0_workers.setdefault(m.group(1), len(v0_workers) + 1)}"
+        return "cuda:0"
+
     for line in lines:
         if version is None:
             for pat in _V_VERSION:
                 if m := pat.search(line):
                     version = m.group(1)
                     break
-        device = _vllm_device(line, cpu)
-        if m := _V_WEIGHTS.search(line):
-            acc.add(acc.weights, device, round(_num(m.group(1)) * GiB), replace=True)
-            evidence.append(line.strip())
+        device = device_of(line)
+        hit = False
+        if m := (_V_WEIGHTS.search(line) or _V_CONSUMED.search(line)):
+            if m.re is _V_WEIGHTS or device not in acc.weights:
+                acc.add(acc.weights, device, _gib(m.group(1)), replace=True)
+            hit = True
         if m := (_V_AVAILABLE.search(line) or _V_KV_REST.search(line)):
-            value = round(_num(m.group(1)) * GiB)
+            value = _gib(m.group(1))
             acc.add(acc.kv, device, value, replace=True)
             available = value if available is None else min(available, value)
-            evidence.append(line.strip())
+            hit = True
+        elif m := _V_KV_IN_USE.search(line):
+            acc.add(acc.kv, device, _gib(m.group(1)), replace=True)
+            hit = True
         if m := _V_ACTIVATION.search(line):
-            acc.add(acc.compute, device, round(_num(m.group(1)) * GiB), replace=True)
-            evidence.append(line.strip())
+            activation[device] = _gib(m.group(1))
+            hit = True
+        if m := (_V_GRAPH.search(line) or _V_SUMMARY_GRAPH.search(line)):
+            graph[device] = _gib(m.group(1))
+            hit = True
+        elif m := _V_GRAPH_EST.search(line):
+            graph_estimate[device] = _gib(m.group(1))
+            hit = True
         if m := _V_KV_TOKENS.search(line):
             kv_tokens = _int(m.group(2))
-            evidence.append(line.strip())
+            hit = True
         if m := _V_CONCURRENCY.search(line):
             ctx = _int(m.group(1))
             concurrency = _num(m.group(2))
+            hit = True
+        if hit:
             evidence.append(line.strip())
-        if m := _V_GRAPH.search(line):
-            graph = max(graph or 0, round(_num(m.group(1)) * GiB))
-            evidence.append(line.strip())
-        elif m := _V_GRAPH_EST.search(line):
-            graph_estimate = max(graph_estimate or 0, round(_num(m.group(1)) * GiB))
-            evidence.append(line.strip())
-    graph_bytes = graph if graph is not None else graph_estimate
-    devices = acc.devices()
-    if graph_bytes is not None:
-        # CUDA graphs live outside the weights and the KV pool: count them as compute.
-        devices = tuple(
-            MeasuredDevice(
-                id=d.id,
-                weights_bytes=d.weights_bytes,
-                kv_cache_bytes=d.kv_cache_bytes,
-                compute_bytes=(d.compute_bytes or 0) + graph_bytes,
-            )
-            if d.id.startswith("cuda")
-            else d
-            for d in devices
-        )
+    # Compute = activation peak + CUDA graphs (measured, else vLLM's own estimate).
+    for device in {**graph_estimate, **activation, **graph}:
+        value = activation.get(device, 0) + graph.get(device, graph_estimate.get(device, 0))
+        acc.add(acc.compute, device, value, replace=True)
+    graphs = graph or graph_estimate
     return LogMemory(
         engine="vllm",
         engine_version=version,
-        devices=devices,
+        devices=acc.devices(),
         kv_tokens_capacity=kv_tokens,
         max_concurrency=concurrency,
         ctx=ctx,
-        cuda_graph_bytes=graph_bytes,
+        cuda_graph_bytes=max(graphs.values()) if graphs else None,
         available_kv_bytes=available,
         evidence=tuple(evidence),
     )
@@ -371,12 +386,13 @@ def build_record(
             devices.append(MeasuredDevice(id="cpu", total_bytes=rss_bytes))
     stamp = created if created is not None else time.time()
     created_iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+    # One record per configuration: measuring it again replaces the older one.
     digest = hashlib.sha256(
         json.dumps(
-            [hardware_key, engine_version, model_key, ctx, concurrency, created_iso, source]
+            [hardware_key, memory.engine, engine_version, model_key, ctx, concurrency, kv_dtype]
         ).encode()
-    ).hexdigest()[:8]
-    rid = f"{memory.engine}-{_slug(model_key)}-ctx{ctx}-{digest}"
+    ).hexdigest()[:10]
+    rid = f"{memory.engine}-{_slug(model_key)}-ctx{ctx}x{concurrency}-{digest}"
     return CalibrationRecord(
         id=rid,
         hardware_key=hardware_key,
@@ -421,13 +437,23 @@ class StoredRecord:
 
 
 def save_record(record: CalibrationRecord, memory: LogMemory | None = None) -> Path:
-    """Write one record to $DEPLOY_HOME/calibration/<id>.json (atomically)."""
+    """Write one record to $DEPLOY_HOME/calibration/<id>.json (atomically). A record of
+    the same configuration is replaced; a decode speed it had (from `deploy bench`) is
+    kept when the new record has none."""
     path = settings.calibration_dir() / f"{record.id}.json"
-    doc = {
-        "schema": RECORD_SCHEMA,
-        "record": record_to_dict(record),
-        "log": memory.to_dict() if memory is not None else {},
-    }
+    log = memory.to_dict() if memory is not None else {}
+    if path.exists():
+        try:
+            old_doc = json.loads(path.read_text())
+            old = record_from_dict(old_doc["record"])
+        except (OSError, ValueError, KeyError, TypeError):
+            old = None
+            old_doc = {}
+        if old is not None and record.decode_tok_s is None and old.decode_tok_s is not None:
+            record = replace(record, decode_tok_s=old.decode_tok_s)
+        if not log:
+            log = old_doc.get("log", {})
+    doc = {"schema": RECORD_SCHEMA, "record": record_to_dict(record), "log": log}
     _write_json_atomic(path, doc)
     return path
 
@@ -505,6 +531,17 @@ def plan_kv_dtype(plan: Plan) -> str:
     return str(plan.kv_dtype)
 
 
+def this_hardware_key(plan: Plan | None = None) -> str:
+    """The machine measurements belong to: the plan's own fingerprint when it was planned
+    for this (detected) machine, else this machine's, detected now."""
+    hw = plan.hardware if plan is not None else {}
+    if hw.get("source") == "detected" and hw.get("fingerprint"):
+        return str(hw["fingerprint"])
+    from toolkit.hardware.detect import detect
+
+    return detect().fingerprint()
+
+
 def record_from_run(
     *,
     plan: Plan,
@@ -512,22 +549,17 @@ def record_from_run(
     pid: int | None,
     engine_version: str | None,
     hardware_key: str | None = None,
+    decode_tok_s: float | None = None,
     save: bool = True,
 ) -> CalibrationRecord:
     """Parse a running (or just-started) server's log, add its process-group RSS, store and
     return the record. `deploy up` calls this once the model answers; `deploy calibrate`
     calls it for a run that is up.
 
-    `hardware_key` defaults to the fingerprint in the plan's hardware section (the machine
-    the plan was made for, which is the one it runs on when planned here).
+    `hardware_key` defaults to the fingerprint in the plan's hardware section when the plan
+    was made for this (detected) machine, else to this machine's fingerprint, detected now.
     """
-    key = hardware_key or str(plan.hardware.get("fingerprint") or "")
-    if not key:
-        raise UsageError(
-            "the run's plan names no hardware fingerprint, so its measurements cannot be "
-            "matched to a machine",
-            hint="make the plan on this machine: deploy plan MODEL, then deploy up",
-        )
+    key = hardware_key or this_hardware_key(plan)
     try:
         text = log_file.read_text(errors="replace")
     except OSError as exc:
@@ -556,6 +588,7 @@ def record_from_run(
         kv_dtype=(memory.kv_dtype or plan_kv_dtype(plan)).lower(),
         rss_bytes=rss,
         ubatch=plan.llamacpp.ubatch if plan.llamacpp else None,
+        decode_tok_s=decode_tok_s,
         source=str(log_file),
     )
     if save:
