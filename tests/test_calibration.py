@@ -92,8 +92,7 @@ def test_vllm_lines_of_current_versions() -> None:
             "(EngineCore_DP0 pid=9) INFO [gpu_model_runner.py:5993] Estimated CUDA graph "
             "memory: 0.73 GiB total",
             "(EngineCore_DP0 pid=9) INFO [gpu_worker.py:460] Available KV cache memory: 11.06 GiB",
-            "(EngineCore_DP0 pid=9) INFO [kv_cache_utils.py:1087] GPU KV cache size: "
-            "49,152 tokens",
+            "(EngineCore_DP0 pid=9) INFO [kv_cache_utils.py:1087] GPU KV cache size: 49,152 tokens",
             "(EngineCore_DP0 pid=9) INFO [gpu_model_runner.py:3480] Graph capturing finished "
             "in 8 secs, took 0.31 GiB",
         ]
