@@ -1,0 +1,109 @@
+"""The store: pull, list, verify, remove, bundle and import models (called by cli/store.py)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from toolkit.api.recipes import catalog
+from toolkit.catalog import Model, Variant, resolve, variant_id
+from toolkit.catalog.resolve import Resolved
+from toolkit.errors import IntegrityError, NotFound, UsageError
+from toolkit.store import records
+
+
+def resolve_variant(name: str, quant: str | None = None) -> tuple[Model, Variant]:
+    """A variant from `model:quant`, or `model` + `--variant`, or the model's first variant."""
+    resolved: Resolved = resolve(catalog(), f"{name}:{quant}" if quant else name)
+    if len(resolved.entries) > 1 and resolved.variant is None:
+        ids = ", ".join(e.model.id for e in resolved.entries)
+        raise UsageError(f"{name!r} names several models: {ids}", hint="deploy pull MODEL:QUANT")
+    model = resolved.entry.model
+    variant = resolved.variant
+    if variant is None:
+        if not model.variants:
+            raise NotFound(f"{model.id} has no variants with weights")
+        variant = model.variants[0]
+    return model, variant
+
+
+def _variant_ids(names: list[str]) -> list[str]:
+    """Variant ids for names: a recorded variant id as typed, else resolved via the recipes."""
+    out: list[str] = []
+    for name in names:
+        if records.load(name) is not None:
+            out.append(name)
+            continue
+        model, variant = resolve_variant(name)
+        out.append(variant_id(model, variant))
+    return out
+
+
+def pull(
+    name: str, quant: str | None = None, *, offline: bool | None = None, progress: bool = True
+) -> dict[str, Any]:
+    from toolkit.store.pull import pull as do_pull
+
+    model, variant = resolve_variant(name, quant)
+    rec = do_pull(model, variant, offline=offline, progress=progress)
+    return {**rec.to_json(), "paths": [str(p) for p in rec.paths()], "size": rec.total_size()}
+
+
+def models() -> list[dict[str, object]]:
+    from toolkit.store.inventory import list_models
+
+    return list_models()
+
+
+def verify(names: list[str] | None = None) -> list[dict[str, Any]]:
+    from toolkit.store.inventory import verify as do_verify
+
+    return [asdict(c) for c in do_verify(_variant_ids(names) if names else None)]
+
+
+def remove(name: str) -> dict[str, Any]:
+    from toolkit.store.inventory import remove as do_remove
+
+    (vid,) = _variant_ids([name])
+    return {"variant": vid, "freed": do_remove(vid)}
+
+
+def mismatches(checks: list[dict[str, Any]]) -> IntegrityError | None:
+    bad = [c for c in checks if c["status"] != "ok"]
+    if not bad:
+        return None
+    names = ", ".join(f"{c['variant_id']}/{c['name']} ({c['status']})" for c in bad)
+    return IntegrityError(
+        f"{len(bad)} file(s) do not match their recorded sha256: {names}",
+        hint="deploy rm MODEL, then deploy pull MODEL (or deploy import a bundle)",
+    )
+
+
+def bundle(
+    names: list[str],
+    output: Path,
+    *,
+    plan: Path | None = None,
+    with_engine: bool = False,
+    with_toolkit: bool = False,
+    platforms: tuple[str, ...] = (),
+    python_version: str | None = None,
+) -> dict[str, Any]:
+    from toolkit.store.bundle import BundleOptions, make_bundle
+
+    pairs = [resolve_variant(n) for n in names]
+    opts = BundleOptions(
+        plan=plan,
+        with_engine=with_engine,
+        with_toolkit=with_toolkit,
+        platforms=platforms,
+        python_version=python_version,
+    )
+    return make_bundle(pairs, output, opts)
+
+
+def import_bundle(path: Path) -> dict[str, Any]:
+    from toolkit.store.importer import import_bundle as do_import
+
+    return do_import(path)
