@@ -84,9 +84,14 @@ def _stage_members(tar: tarfile.TarFile, staging: Path) -> _Staged:
         manifest = json.loads(fobj.read())
     except ValueError as exc:
         raise _refuse(f"{MANIFEST} is not JSON ({exc})") from exc
-    listed: dict[str, FileEntry] = check_manifest(manifest)
+    try:
+        listed: dict[str, FileEntry] = check_manifest(manifest)
+    except IntegrityError as exc:
+        raise _refuse(exc.message) from exc
     staged: dict[str, Path] = {}
-    for index, member in enumerate(tar, start=1):
+    index = 0
+    while (member := tar.next()) is not None:
+        index += 1
         name = member.name
         why = _kind(member)
         if why is not None:

@@ -1,0 +1,258 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.storefixtures)
+"""`deploy bundle` / `deploy import`: a bundle made from the store imports on a fresh
+machine; hostile or broken tars are refused with exit 6 and leave nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clihelp import run
+from tests.hubserver import HubServer
+from tests.storefixtures import SMOL_NAME, SMOL_SHA256, hub, test_recipe  # noqa: F401
+from toolkit import settings
+from toolkit.api.recipes import catalog
+from toolkit.catalog import resolve
+from toolkit.store import locate
+
+CONTENT = b"GGUF\x03\x00\x00\x00 a tiny stand-in for model bytes"
+SHA = hashlib.sha256(CONTENT).hexdigest()
+REV = "ab" * 20
+ARC = "models/storetest-tiny%3Aq4_1/" + SMOL_NAME
+
+
+def manifest(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "format": "deploy-bundle/1",
+        "toolkit_version": "0.1.0",
+        "files": [{"path": ARC, "size": len(CONTENT), "sha256": SHA, "mode": 0o644}],
+        "models": [
+            {
+                "variant_id": "storetest-tiny:q4_1",
+                "model_id": "storetest-tiny",
+                "source": "hf",
+                "repo": "test-org/Tiny-GGUF",
+                "revision": REV,
+                "files": [{"name": SMOL_NAME, "path": ARC, "size": len(CONTENT), "sha256": SHA}],
+            }
+        ],
+    }
+    doc.update(changes)
+    return doc
+
+
+def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, **attrs: Any) -> Any:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    return info, (io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def write_tar(path: Path, members: list[Any], doc: dict[str, Any] | None = None) -> Path:
+    body = json.dumps(manifest() if doc is None else doc).encode()
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        if doc is not False:
+            info, data = member("manifest.json", body)
+            tar.addfile(info, data)
+        for info, data in members:
+            tar.addfile(info, data)
+    return path
+
+
+def state() -> list[str]:
+    """Every file and link under the HF cache, DEPLOY_HOME and the engines dir."""
+    out: list[str] = []
+    for root in (settings.hf_hub_cache(), settings.home(), settings.engines_dir()):
+        if root.exists():
+            out += sorted(str(p) for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    return out
+
+
+def test_a_well_formed_small_bundle_imports(tmp_path: Path, test_recipe: Path) -> None:
+    bundle = write_tar(tmp_path / "ok.tar", [member(ARC, CONTENT)])
+    res = run("import", str(bundle))
+    assert res.exit_code == 0, res.stderr
+    r = resolve(catalog(), "storetest-tiny:q4_1")
+    assert r.variant is not None
+    (path,) = locate(r.entry, r.variant)
+    assert path.read_bytes() == CONTENT
+    assert path.is_symlink() and path.resolve().name == SHA
+    assert path.parent.name == REV
+
+
+BAD: dict[str, tuple[Callable[[], tuple[list[Any], dict[str, Any] | None]], str]] = {
+    "path traversal": (
+        lambda: ([member(ARC, CONTENT), member("models/../../evil.sh", b"x")], None),
+        "unsafe path",
+    ),
+    "absolute path": (
+        lambda: ([member(ARC, CONTENT), member("/tmp/evil.sh", b"x")], None),
+        "unsafe path",
+    ),
+    "symlink": (
+        lambda: ([member(ARC, kind=tarfile.SYMTYPE, linkname="/etc/passwd")], None),
+        "symlink",
+    ),
+    "hard link": (
+        lambda: ([member(ARC, kind=tarfile.LNKTYPE, linkname="/etc/passwd")], None),
+        "hard link",
+    ),
+    "device file": (
+        lambda: ([member(ARC, kind=tarfile.CHRTYPE, devmajor=1, devminor=3)], None),
+        "device file",
+    ),
+    "fifo": (lambda: ([member(ARC, kind=tarfile.FIFOTYPE)], None), "FIFO"),
+    "duplicate entry": (
+        lambda: ([member(ARC, CONTENT), member(ARC, CONTENT)], None),
+        "duplicate entry",
+    ),
+    "file not in manifest": (
+        lambda: ([member(ARC, CONTENT), member("models/extra.bin", b"x")], None),
+        "not listed in the manifest",
+    ),
+    "hash mismatch": (
+        lambda: ([member(ARC, CONTENT[:-1] + b"!")], None),
+        "does not match the manifest",
+    ),
+    "size mismatch": (lambda: ([member(ARC, CONTENT + b"more")], None), "the manifest says"),
+    "missing file": (lambda: ([], None), "missing from the tar"),
+    "manifest traversal in a model file name": (
+        lambda: (
+            [member(ARC, CONTENT)],
+            manifest(
+                models=[
+                    {
+                        **manifest()["models"][0],
+                        "files": [
+                            {
+                                "name": "../../../../x",
+                                "path": ARC,
+                                "size": len(CONTENT),
+                                "sha256": SHA,
+                            }
+                        ],
+                    }
+                ]
+            ),
+        ),
+        "unsafe path",
+    ),
+    "bad repo id in manifest": (
+        lambda: (
+            [member(ARC, CONTENT)],
+            manifest(models=[{**manifest()["models"][0], "repo": "../../etc"}]),
+        ),
+        "not a valid repo id",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_hostile_or_broken_bundle_is_refused_and_nothing_written(
+    case: str, tmp_path: Path, test_recipe: Path
+) -> None:
+    build, expected = BAD[case]
+    members, doc = build()
+    bundle = write_tar(tmp_path / "bad.tar", members, doc)
+    before = state()
+    res = run("import", str(bundle))
+    assert res.exit_code == 6, (case, res.stdout, res.stderr)
+    assert expected in res.stderr, res.stderr
+    assert "nothing was imported" in res.stderr
+    assert state() == before
+    assert not list(settings.hf_hub_cache().glob(".deploy-import-*"))
+    assert not (tmp_path.parent / "evil.sh").exists()
+
+
+def test_manifest_must_come_first(tmp_path: Path) -> None:
+    body = json.dumps(manifest()).encode()
+    bundle = tmp_path / "late.tar"
+    with tarfile.open(bundle, "w") as tar:
+        for info, data in (member(ARC, CONTENT), member("manifest.json", body)):
+            tar.addfile(info, data)
+    res = run("import", str(bundle))
+    assert res.exit_code == 6 and "first member must be manifest.json" in res.stderr
+    assert state() == []
+
+
+def test_not_a_tar_and_truncated_tar_are_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"this is not a tar archive" * 100)
+    res = run("import", str(junk))
+    assert res.exit_code == 6 and "nothing was imported" in res.stderr
+    good = write_tar(
+        tmp_path / "good.tar",
+        [member(ARC, CONTENT * 200)],
+        manifest(
+            files=[
+                {
+                    "path": ARC,
+                    "size": len(CONTENT * 200),
+                    "sha256": hashlib.sha256(CONTENT * 200).hexdigest(),
+                }
+            ],
+            models=[],
+        ),
+    )
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(good.read_bytes()[:3000])
+    res = run("import", str(cut))
+    assert res.exit_code == 6 and "nothing was imported" in res.stderr
+    assert state() == []
+
+
+def test_bundle_from_store_imports_on_a_fresh_machine(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("pull", "storetest-tiny:q4_1", "-q").exit_code == 0
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"engine": "llamacpp", "ctx": 2048}))
+    out = tmp_path / "bundle.tar"
+    res = run("bundle", "storetest-tiny:q4_1", "-o", str(out), "--plan", str(plan), "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["models"] == ["storetest-tiny:q4_1"]
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        doc = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert names[0] == "manifest.json"
+    assert doc["plan"] == {"engine": "llamacpp", "ctx": 2048}
+    assert doc["toolkit_version"]
+    (mf,) = doc["models"]
+    assert mf["revision"] == hub.repos["test-org/Tiny-GGUF"].sha
+    assert mf["recipe"]["id"] == "storetest-tiny"
+    assert [f["sha256"] for f in doc["files"]] == [SMOL_SHA256]
+
+    # A fresh machine: new DEPLOY_HOME and HF_HOME, offline, no hub.
+    monkeypatch.setenv("DEPLOY_HOME", str(tmp_path / "target-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "target-hf"))
+    monkeypatch.setenv("DEPLOY_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    hub.requests.clear()
+    res = run("import", str(out), "--json")
+    assert res.exit_code == 0, res.stderr
+    r = resolve(catalog(), "storetest-tiny:q4_1")
+    assert r.variant is not None
+    (path,) = locate(r.entry, r.variant)
+    assert str(path).startswith(str(tmp_path / "target-hf"))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SMOL_SHA256
+    rows = json.loads(run("models", "--json").stdout)
+    assert [(x["variant"], x["origin"], x["verified"]) for x in rows] == [
+        ("storetest-tiny:q4_1", "import", "ok")
+    ]
+    assert run("verify").exit_code == 0
+    assert hub.requests == []
+
+
+def test_bundle_of_a_model_not_in_the_store_says_pull(test_recipe: Path, tmp_path: Path) -> None:
+    res = run("bundle", "storetest-tiny:q4_1", "-o", str(tmp_path / "x.tar"))
+    assert res.exit_code == 4 and "deploy pull storetest-tiny:q4_1" in res.stderr
+    assert not (tmp_path / "x.tar").exists()
