@@ -103,27 +103,37 @@ def llamacpp(
     first_gpu = n - on_gpu
     caps = [max(0, g.free_bytes - GPU_RESERVE) for g in gpus]
     total_cap = sum(caps) or 1
-    split = tuple(round(c / total_cap, 3) for c in caps) if len(gpus) > 1 else ()
-    # Contiguous layer ranges per GPU, proportional to usable memory.
+    kv_layers = mem.llamacpp_kv_per_layer(
+        arch, n_ctx=n_ctx, slots=slots, ubatch=ubatch, kv_dtype=kv_dtype
+    )
+    experts = layout.expert_bytes_per_layer or tuple(0 for _ in range(n))
+    # Contiguous layer ranges per GPU, balanced by the bytes each layer leaves on a GPU
+    # (weights minus experts kept in RAM, plus its KV) against each GPU's usable memory.
     owner: list[int] = [-1] * n
+    counts = [0] * len(gpus)
     if gpus:
+        resident = [
+            layout.per_layer_bytes[i] - (experts[i] if i < n_cpu_moe else 0) + kv_layers[i]
+            for i in range(first_gpu, n)
+        ]
+        whole = sum(resident) or 1
         bounds, acc = [], 0.0
         for c in caps:
             acc += c / total_cap
             bounds.append(acc)
+        run = 0.0
         for j, i in enumerate(range(first_gpu, n)):
-            pos = (j + 0.5) / max(1, on_gpu)
-            owner[i] = next(k for k, b in enumerate(bounds) if pos <= b + 1e-9)
-    kv_layers = mem.llamacpp_kv_per_layer(
-        arch, n_ctx=n_ctx, slots=slots, ubatch=ubatch, kv_dtype=kv_dtype
-    )
+            pos = (run + resident[j] / 2) / whole
+            run += resident[j]
+            owner[i] = next((k for k, b in enumerate(bounds) if pos <= b + 1e-9), len(gpus) - 1)
+            counts[owner[i]] += 1
+    split = tuple(round(c / max(1, on_gpu), 3) for c in counts) if len(gpus) > 1 else ()
     g_w = [0] * len(gpus)
     g_kv = [0] * len(gpus)
     g_read = [0.0] * len(gpus)
     cpu_w = layout.embedding_bytes + layout.other_bytes
     cpu_kv = 0
     cpu_read = 0.0
-    experts = layout.expert_bytes_per_layer or tuple(0 for _ in range(n))
     frac = arch.moe.experts_per_token / arch.moe.experts if arch.moe else 0.0
     kv_scale = kv_read_ctx / max(1, n_ctx)
     for i in range(n):

@@ -27,7 +27,7 @@ from toolkit.planner.types import (
     Rejection,
     VllmSettings,
 )
-from toolkit.planner.weights import estimate_layout
+from toolkit.planner.weights import estimate_layout, vllm_padded
 
 GiB = 1024**3
 DEFAULT_CTX_CAP = 32768
@@ -411,7 +411,7 @@ def _evaluate(
     gpus = [g for g, vd in gverdicts if vd.ok]
     if gpus:
         verdict = next(vd for g, vd in gverdicts if vd.ok)
-        layout = variant_layout(model, v, info)
+        layout = vllm_padded(model.arch, variant_layout(model, v, info), info)
         found = _vllm_search(model, v, layout, gpus, req, ctx, kv_dtype, notes)
         if isinstance(found, str):
             return None, Rejection(v.id, engine, found)

@@ -56,6 +56,9 @@ class QuantInfo:
     #: True when layer_bpw is a stated estimate, not storage arithmetic.
     estimate: bool = False
     basis: str = ""
+    #: Only the routed experts are quantised; attention, router, embeddings stay 16-bit
+    #: (MXFP4 checkpoints such as gpt-oss).
+    experts_only: bool = False
 
 
 def _gguf_base(quant: str) -> str | None:
@@ -100,7 +103,7 @@ def quant_info(quant: str, fmt: str | None = None) -> QuantInfo | None:
     if key in SAFETENSORS_BPW:
         bpw, basis = SAFETENSORS_BPW[key]
         embed = 32.0 if key == "fp32" else 16.0
-        return QuantInfo(key, key, bpw, embed, basis=basis)
+        return QuantInfo(key, key, bpw, embed, basis=basis, experts_only=key == "mxfp4")
     return None
 
 

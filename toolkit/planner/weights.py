@@ -10,7 +10,7 @@ GGUF estimates. When the variant's download size is known, the layout is scaled 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from toolkit.catalog.schema import Architecture
 from toolkit.inspect.layout import WeightLayout
@@ -124,9 +124,10 @@ def estimate_layout(
             scale = target_layers / layer_total
     lbits = info.layer_bpw
     ebits = info.embed_bpw
-    per_layer = [(lp.shared + lp.experts) * scale * lbits / 8 for lp in layers]
+    sbits = ebits if info.experts_only else lbits
+    per_layer = [(lp.shared * sbits + lp.experts * lbits) * scale / 8 for lp in layers]
     experts = [lp.experts * scale * lbits / 8 for lp in layers]
-    active = [(lp.shared + lp.active_experts) * scale * lbits / 8 for lp in layers]
+    active = [(lp.shared * sbits + lp.active_experts * lbits) * scale / 8 for lp in layers]
     emb = emb_params * ebits / 8
     head = head_params * ebits / 8
     total = sum(per_layer) + emb + head
@@ -146,4 +147,25 @@ def estimate_layout(
         exact=False,
         dtype_bytes={info.key: total_b},
         active_bytes=active_b,
+    )
+
+
+def vllm_padded(arch: Architecture, layout: WeightLayout, info: QuantInfo) -> WeightLayout:
+    """The layout vLLM holds in GPU memory. MXFP4 MoE kernels (Marlin / Triton) pad the
+    expert intermediate size to a multiple of 256 (gpt-oss: 2880 → 3072), inferred from
+    vLLM 0.14.1 logging 64.38 GiB for gpt-oss-120b (this formula: 64.4 GiB)."""
+    if info.key != "mxfp4" or arch.moe is None:
+        return layout
+    inter = arch.moe.expert_intermediate_size
+    factor = (-(-inter // 256) * 256) / inter
+    if factor == 1.0:
+        return layout
+    extra = [int(e * (factor - 1)) for e in layout.expert_bytes_per_layer]
+    per_layer = tuple(b + x for b, x in zip(layout.per_layer_bytes, extra, strict=True))
+    experts = tuple(e + x for e, x in zip(layout.expert_bytes_per_layer, extra, strict=True))
+    return replace(
+        layout,
+        total_bytes=layout.total_bytes + sum(extra),
+        per_layer_bytes=per_layer,
+        expert_bytes_per_layer=experts,
     )

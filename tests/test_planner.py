@@ -1,0 +1,256 @@
+"""Planner: engine memory terms against measured numbers, placements, rules, CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.clihelp import run
+from toolkit.api.plan import best_plan, estimate, make_plans
+from toolkit.catalog.schema import Architecture, LocalAttention
+from toolkit.errors import DoesNotFit
+from toolkit.hardware.model import Gpu, Hardware, Host
+from toolkit.planner import compat
+from toolkit.planner import memory as mem
+from toolkit.planner.types import CalibrationRecord, MeasuredDevice, Plan, PlanRequest
+
+MiB = 1024**2
+GiB = 1024**3
+GOLDEN = Path(__file__).parent / "golden" / "plans"
+
+#: SmolLM2-135M as its GGUF header states it (shared/reference/engines-on-cpu.md).
+SMOL = Architecture(
+    model_type="llama",
+    layers=30,
+    hidden_size=576,
+    heads=9,
+    kv_heads=3,
+    head_dim=64,
+    vocab_size=49152,
+    tied_embeddings=True,
+    intermediate_size=1536,
+)
+
+
+def gpu(name: str, cc: str, total_gib: float, free_gib: float | None = None, i: int = 0) -> Gpu:
+    total = int(total_gib * GiB)
+    free = total if free_gib is None else int(free_gib * GiB)
+    return Gpu(i, name, "nvidia", total, free, 936e9, compute_capability=cc)
+
+
+def machine(*gpus: Gpu, ram_gib: float = 64) -> Hardware:
+    ram = int(ram_gib * GiB)
+    return Hardware(Host("x86", 8, 16, ram, ram, cpu_flags=("avx2",)), gpus, source="spec")
+
+
+# --- llama.cpp buffers against what llama.cpp logged on this machine ------------------
+
+
+@pytest.mark.parametrize(
+    ("n_ctx", "kv_mib", "compute_mib"),
+    [(512, 11.25, 98.25), (2048, 45.00, 99.38), (8192, 180.00, 166.38)],
+)
+def test_llamacpp_buffers_match_smollm2_logs(n_ctx: int, kv_mib: float, compute_mib: float) -> None:
+    kv = sum(mem.llamacpp_kv_per_layer(SMOL, n_ctx=n_ctx, slots=1, ubatch=512, kv_dtype="f16"))
+    assert kv == kv_mib * MiB
+    comp = mem.llamacpp_compute_bytes(SMOL, n_ctx=n_ctx, ubatch=512, flash_attn=False)
+    assert abs(comp / MiB - compute_mib) / compute_mib <= 0.03
+
+
+def test_sliding_window_layers_hold_window_plus_ubatch_cells() -> None:
+    # Gemma-3-like: 18 layers, every 6th global, window 512 (llama-kv-cache-iswa.cpp).
+    arch = Architecture(
+        model_type="gemma3",
+        layers=18,
+        hidden_size=640,
+        heads=4,
+        kv_heads=1,
+        head_dim=256,
+        vocab_size=262144,
+        intermediate_size=2048,
+        local_attention=LocalAttention(kind="sliding", window=512, global_every=6, global_first=5),
+    )
+    per = mem.llamacpp_kv_per_layer(arch, n_ctx=8192, slots=1, ubatch=512, kv_dtype="f16")
+    row = 2 * 1 * 256 * 2
+    assert per[5] == 8192 * row  # global layer: the whole context
+    assert per[0] == 1024 * row  # PAD(512 + 512, 256)
+    assert sum(per) < 8192 * row * 18 / 2  # far below full attention everywhere
+
+
+# --- rules --------------------------------------------------------------------------------
+
+
+def test_fp8_kernels_by_compute_capability() -> None:
+    assert "w8a8" in compat.vllm_gpu("fp8", gpu("RTX 4090", "8.9", 24)).kernel
+    assert "marlin" in compat.vllm_gpu("fp8", gpu("RTX 3090", "8.6", 24)).kernel
+    assert not compat.vllm_gpu("fp8", gpu("T4", "7.5", 16)).ok
+    assert compat.vllm_gpu("awq", gpu("A100", "8.0", 80)).quantization == "awq_marlin"
+    nv = compat.vllm_gpu("nvfp4", gpu("H100", "9.0", 80))
+    assert not nv.ok and "Blackwell" in nv.reason
+    assert not compat.vllm_gpu("gguf", gpu("H100", "9.0", 80)).ok
+    assert compat.vllm_gpu("bf16", gpu("V100", "7.0", 32)).dtype == "float16"
+
+
+def test_vllm_cpu_backend_runs_float32_with_explicit_kv_space() -> None:
+    hw = machine(ram_gib=24)
+    result = make_plans("smollm2-135m:bf16", hw=hw, calibration=[])
+    plan = result.plans[0]
+    assert plan.engine == "vllm" and plan.vllm is not None
+    assert plan.vllm.device == "cpu" and plan.vllm.dtype == "float32"
+    assert plan.vllm.enforce_eager and plan.vllm.kv_cache_bytes == 1 * GiB
+
+
+# --- placements ---------------------------------------------------------------------------
+
+
+def test_moe_experts_go_to_ram_when_the_gpu_is_too_small() -> None:
+    hw = machine(gpu("RTX 4090", "8.9", 24), ram_gib=64)
+    plan = best_plan("qwen3-coder-30b-a3b:q8_0", hw=hw)
+    assert plan.placement == "expert_offload"
+    assert plan.llamacpp is not None and 0 < plan.llamacpp.n_cpu_moe < 48
+    gpu_mem = next(d for d in plan.memory if d.id == "cuda:0")
+    assert gpu_mem.total_bytes <= gpu_mem.capacity_bytes
+    # one fewer expert layer in RAM would not fit
+    tighter = PlanRequest(variant=plan.variant_id, n_cpu_moe=plan.llamacpp.n_cpu_moe - 1)
+    with pytest.raises(DoesNotFit):
+        best_plan("qwen3-coder-30b-a3b:q8_0", tighter, hw=hw)
+
+
+def test_vllm_uses_free_memory_not_total() -> None:
+    busy = machine(gpu("H100", "9.0", 80, free_gib=40))
+    plan = best_plan("qwen3-coder-30b-a3b:fp8", hw=busy)
+    assert plan.vllm is not None and plan.vllm.gpu_memory_utilization <= 0.5
+    assert any("lowered" in n for n in plan.notes)
+
+
+def test_tp_beyond_recipe_cap_uses_expert_parallel() -> None:
+    hw = Hardware(
+        Host("x86", 64, 128, 2048 * GiB, 2048 * GiB),
+        tuple(gpu("H100", "9.0", 80, i=i) for i in range(8)),
+    )
+    plan = best_plan("qwen3-coder-480b-a35b:fp8", hw=hw)
+    assert plan.vllm is not None
+    assert plan.vllm.tensor_parallel == 8 and plan.vllm.expert_parallel
+
+
+def test_ranking_follows_prefer() -> None:
+    hw = machine(gpu("RTX 4090", "8.9", 24))
+    quality = make_plans("qwen3-coder-30b-a3b", PlanRequest(prefer="quality"), hw=hw).plans
+    speed = make_plans("qwen3-coder-30b-a3b", PlanRequest(prefer="speed"), hw=hw).plans
+    assert quality[0].quant == "q8_0"
+    assert (speed[0].speed.decode_tok_s or 0) == max(p.speed.decode_tok_s or 0 for p in speed)
+
+
+def test_calibration_record_replaces_the_modelled_term() -> None:
+    hw = machine(gpu("RTX 4090", "8.9", 24))
+    plan = best_plan("qwen3-coder-30b-a3b:q4_k_m", hw=hw)
+    rec = CalibrationRecord(
+        id="rec1",
+        hardware_key=hw.fingerprint(),
+        engine="llamacpp",
+        engine_version="b6000",
+        model_key=plan.variant_id,
+        ctx=plan.ctx,
+        concurrency=1,
+        kv_dtype="f16",
+        devices=(MeasuredDevice("cuda:0", weights_bytes=17 * GiB, kv_cache_bytes=3 * GiB),),
+        decode_tok_s=150.0,
+    )
+    res = make_plans("qwen3-coder-30b-a3b:q4_k_m", hw=hw, calibration=[rec])
+    cal = res.plans[0]
+    dev = next(d for d in cal.memory if d.id == "cuda:0")
+    assert cal.calibration == ("rec1",)
+    assert dev.weights_bytes == 17 * GiB and "weights_bytes" in dev.measured
+    assert cal.speed.measured and cal.speed.decode_tok_s == 150.0
+
+
+def test_nothing_fits_raises_with_the_closest_option() -> None:
+    small = machine(gpu("RTX 4090", "8.9", 24), ram_gib=32)
+    with pytest.raises(DoesNotFit) as info:
+        best_plan("qwen3-coder-480b-a35b", hw=small)
+    assert "needs" in info.value.message and "GiB" in info.value.message
+
+
+# --- documents and CLI --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["cpu,ram=24G", "2xrtx3090,ram=64G", "8xh100,ram=2T"])
+def test_plan_json_round_trips(spec: str) -> None:
+    for plan in make_plans("qwen3-coder", hw=spec, calibration=[]).plans:
+        doc = json.loads(json.dumps(plan.to_dict()))
+        assert Plan.from_dict(doc) == plan
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.stem)
+def test_golden_plans(path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("regen", GOLDEN / "regenerate.py")
+    assert spec is not None and spec.loader is not None
+    regen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regen)
+    hw = regen.SPECS[path.stem.split("--", 1)[1]]
+    assert regen.render(hw) == path.read_text(encoding="utf-8"), (
+        "plans changed: run tests/golden/plans/regenerate.py and review the diff"
+    )
+
+
+def test_cli_plan_json_and_exit_3() -> None:
+    res = run("plan", "qwen3-coder-30b-a3b", "--hw", "1xrtx4090,ram=64G", "--json")
+    assert res.exit_code == 0
+    doc = json.loads(res.stdout)
+    assert doc["plans"] and Plan.from_dict(doc["plans"][0]).engine in ("llamacpp", "vllm")
+    res = run("plan", "qwen3-coder-480b-a35b", "--hw", "1xrtx4090,ram=32G")
+    assert res.exit_code == 3
+    assert "needs" in res.stderr
+
+
+def test_cli_estimate_fields() -> None:
+    res = run(
+        "estimate",
+        "qwen3-coder-30b-a3b:fp8",
+        "--hw",
+        "1xh100,ram=256G",
+        "--ctx",
+        "65536",
+        "--json",
+    )
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    for key in (
+        "weights_bytes",
+        "kv_bytes_per_token",
+        "kv_tokens_capacity",
+        "max_concurrency",
+        "max_ctx",
+        "fits",
+        "reasons",
+        "decode_tok_s",
+        "decode_tok_s_aggregate",
+    ):
+        assert key in doc
+    dev = doc["devices"][0]
+    assert dev["total_bytes"] == sum(
+        dev[k] for k in ("weights_bytes", "kv_cache_bytes", "compute_bytes", "overhead_bytes")
+    )
+    assert doc["max_concurrency"] == pytest.approx(doc["kv_tokens_capacity"] / 65536, abs=0.01)
+
+
+def test_estimate_local_gguf(smollm2_gguf: Path) -> None:
+    doc = estimate(str(smollm2_gguf), PlanRequest(ctx=2048), hw="cpu,ram=24G")
+    assert doc["fits"] and doc["engine"] == "llamacpp"
+    cpu = doc["devices"][0]
+    assert cpu["kv_cache_bytes"] == 45 * MiB
+    # llama.cpp logs "CPU_Mapped model buffer size = 92.10 MiB" for this file
+    assert abs(cpu["weights_bytes"] / MiB - 92.10) / 92.10 < 0.001
+
+
+def test_bigger_context_needs_more_memory() -> None:
+    hw = machine(gpu("RTX 4090", "8.9", 24))
+    a = best_plan("qwen3-coder-30b-a3b:q4_k_m", PlanRequest(ctx=8192), hw=hw)
+    b = best_plan("qwen3-coder-30b-a3b:q4_k_m", PlanRequest(ctx=32768), hw=hw)
+    assert a.memory[0].kv_cache_bytes * 4 == b.memory[0].kv_cache_bytes
+    assert replace(a, ctx=b.ctx).ctx == b.ctx
