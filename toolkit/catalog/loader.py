@@ -7,6 +7,7 @@ is recorded so `deploy recipes show` can report it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -45,16 +46,35 @@ def _key_path(loc: Sequence[int | str]) -> str:
     return out
 
 
+def _clean_loc(loc: Sequence[int | str]) -> list[int | str]:
+    return [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+
+
 def _first_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    """The one error to show. A misspelled key shows up twice (unknown + missing): report
+    the unknown key, with the missing one as the likely meant spelling."""
+    errors = exc.errors()
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    err = extra[0] if extra else errors[0]
+    loc = _clean_loc(err["loc"])
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if err["type"] == "missing":
         msg = "required key is missing"
     elif err["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see docs/recipes.md)"
+        parent = loc[:-1]
+        missing = [
+            str(_clean_loc(e["loc"])[-1])
+            for e in errors
+            if e["type"] == "missing" and _clean_loc(e["loc"])[:-1] == parent
+        ]
+        close = difflib.get_close_matches(str(loc[-1]), missing, n=1)
+        msg = (
+            f"unknown key (did you mean {close[0]!r}?)"
+            if close
+            else "unknown key (check the spelling; see docs/recipes.md)"
+        )
     elif err["type"] == "literal_error" and loc and loc[-1] == "format":
         msg = f"unknown format {err.get('input')!r}; {msg.lower()}"
     return _key_path(loc), msg
