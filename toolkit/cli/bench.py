@@ -115,6 +115,9 @@ def bench(
             eng,
         )
     out.print(table)
+    kinds = {f"{lv.concurrency}: {lv.predicted_kind}" for lv in result.levels if lv.predicted_kind}
+    if kinds:
+        out.print("predicted (from the run's plan) at concurrency " + ", ".join(sorted(kinds)))
     for lv in result.levels:
         for sample in lv.error_samples:
             out.print(f"[red]concurrency {lv.concurrency}: {sample}[/red]")
