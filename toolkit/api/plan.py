@@ -8,6 +8,7 @@ would need; `estimate(...)` is the memory breakdown of one fully specified confi
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from toolkit.planner.inputs import ModelInput, VariantInput
 from toolkit.planner.types import CalibrationRecord, Plan, PlanRequest, PlanResult, Rejection
 
 GiB = 1024**3
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _hardware(hw: str | Hardware | None) -> Hardware:
@@ -81,36 +83,53 @@ def _from_path(path: Path, quant: str | None) -> list[ModelInput]:
     if path.is_file():
         from toolkit.inspect.gguf import read_gguf
 
-        g = read_gguf(path)
-        mid = path.stem.lower()
-        v = VariantInput(
-            id=f"file:{path.name}",
-            quant=g.quant.lower(),
-            format="gguf",
-            layout=g.layout,
-            download_bytes=g.file_bytes,
-            path=str(path),
-        )
-        ctx = g.context_length or 4096
-        return [ModelInput(mid, g.architecture, ctx, variants=(v,))]
+        return _from_inspected(read_gguf(path), quant, name=path.name, local=str(path))
     from toolkit.inspect.hf import read_model_dir
 
-    h = read_model_dir(path)
-    fmt = str(h.format)
-    layout = h.layout
+    return _from_inspected(read_model_dir(path), quant, name=path.name, local=str(path))
+
+
+def _from_hub(repo_id: str, quant: str | None) -> list[ModelInput]:
+    """A Hugging Face repo: only config.json and tensor headers are read (toolkit.inspect)."""
+    from toolkit.inspect.hub import read_hub_model
+
+    return _from_inspected(read_hub_model(repo_id), quant, name=repo_id, local=None)
+
+
+def _from_inspected(
+    obj: Any, quant: str | None, *, name: str, local: str | None
+) -> list[ModelInput]:
+    """GgufModel or HfModel → planner input. `quant` re-states a config-only model in
+    another format (params × bits of that format)."""
+    from toolkit.inspect.gguf import GgufModel
+
+    mid = name.lower().replace("/", "--")
+    if isinstance(obj, GgufModel):
+        v = VariantInput(
+            id=f"file:{name}" if local else f"hf:{name}:{obj.quant.lower()}",
+            quant=obj.quant.lower(),
+            format="gguf",
+            layout=obj.layout,
+            download_bytes=obj.file_bytes,
+            path=local,
+        )
+        return [ModelInput(mid, obj.architecture, obj.context_length or 4096, variants=(v,))]
+    fmt = str(obj.format)
+    layout = obj.layout
     q = fmt
     if quant and quant.lower() != fmt:
         q, fmt, layout = quant.lower(), _format_of(quant.lower()), None
     v = VariantInput(
-        id=f"dir:{path.name}:{q}",
+        id=f"{'dir' if local else 'hf'}:{name}:{q}",
         quant=q,
         format=fmt,
         layout=layout,
-        download_bytes=h.file_bytes if layout is not None else None,
-        path=str(path),
+        download_bytes=obj.file_bytes if layout is not None else None,
+        path=local,
     )
-    total = float(h.params.total) if hasattr(h.params, "total") else None
-    return [ModelInput(path.name.lower(), h.architecture, h.context_length or 4096, total, (v,))]
+    total = float(obj.params.total)
+    ctx = obj.context_length or 4096
+    return [ModelInput(mid, obj.architecture, ctx, total, (v,))]
 
 
 def _format_of(quant: str) -> str:
@@ -126,7 +145,12 @@ def model_inputs(model: str, request: PlanRequest) -> tuple[list[ModelInput], Pl
     path = Path(model).expanduser()
     if path.exists():
         return _from_path(path, request.quant), request
-    models, vid = _from_recipes(model)
+    try:
+        models, vid = _from_recipes(model)
+    except NotFound:
+        if not _REPO_ID.match(model):
+            raise
+        return _from_hub(model, request.quant), request
     if vid is not None and request.variant is None:
         request = replace(request, variant=vid)
     return models, request
