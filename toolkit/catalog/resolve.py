@@ -99,7 +99,8 @@ def resolve(catalog: Catalog, name: str) -> Resolved:
     index = _Index(catalog)
     hit = index.lookup(name)
     if hit is None and ":" in name:
-        base, _, tag = name.partition(":")
+        # The tag is after the LAST colon: aliases may hold one (`qwen3-coder:30b:q8_0`).
+        base, _, tag = name.rpartition(":")
         base_hit = index.lookup(base)
         if base_hit is not None and base_hit[0] == "model":
             entry = catalog.models[base_hit[1]]
