@@ -25,7 +25,7 @@ def enrich(gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
     out = []
     for g in gpus:
         base_name = g.name.split(" MIG")[0]
-        spec = specs.match_reported(base_name)
+        spec = specs.match_reported(base_name, g.total_bytes if g.unified_memory else None)
         if spec is None:
             out.append(g)
             continue
@@ -88,6 +88,9 @@ def detect() -> Hardware:
 
     host, host_notes = probe_host()
     found = probe_gpus()
+    apple = [g for g in found.gpus if g.vendor == "apple"]
+    if apple and (host.cpu_model in (None, "arm", "i386")):
+        host = replace(host, cpu_model=apple[0].name)  # the chip: "Apple M3 Max"
     return Hardware(host=host, gpus=found.gpus, notes=host_notes + found.notes, source="detected")
 
 

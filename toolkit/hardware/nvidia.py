@@ -168,8 +168,28 @@ def parse_smi_csv(text: str, fields: tuple[str, ...] = SMI_FIELDS) -> list[dict[
     return rows
 
 
+def _mib_field(value: str) -> int | None:
+    return None if _na(value) else int(float(value) * MiB)
+
+
+def parse_smi_list(text: str) -> dict[int, list[tuple[str, str]]]:
+    """MIG slices per GPU index from `nvidia-smi -L`: [(profile, MIG-uuid), …] in order."""
+    boards: dict[int, list[tuple[str, str]]] = {}
+    board: int | None = None
+    for line in text.splitlines():
+        gpu = re.match(r"^GPU (\d+):", line)
+        if gpu:
+            board = int(gpu.group(1))
+            boards[board] = []
+            continue
+        mig = re.match(r"^\s+MIG (\S+)\s+Device\s+\d+: \(UUID: (MIG-[^)]+)\)", line)
+        if mig and board is not None:
+            boards[board].append((mig.group(1), mig.group(2)))
+    return boards
+
+
 def probe_smi(smi: str | None = None) -> Probe:
-    """Every CUDA device `nvidia-smi` reports (MIG slices through `nvidia-smi -q -x`)."""
+    """Every CUDA device `nvidia-smi` reports (MIG slices through `-q -x` and `-L`)."""
     smi = smi or shutil.which("nvidia-smi")
     if smi is None:
         return Probe(notes=("nvidia-smi not found on PATH",))
@@ -191,55 +211,64 @@ def probe_smi(smi: str | None = None) -> Probe:
         return Probe(notes=(f"nvidia-smi output not understood: {exc}",))
     notes: list[str] = []
     mig_boards: dict[str, list[dict[str, Any]]] = {}
+    listing: dict[int, list[tuple[str, str]]] = {}
     cuda_version: str | None = None
     if any(r.get("mig.mode.current", "").lower() == "enabled" for r in rows):
         try:
-            xml = _run([smi, "-q", "-x"])
-            cuda_version, mig_boards = parse_smi_xml(xml.stdout)
+            cuda_version, mig_boards = parse_smi_xml(_run([smi, "-q", "-x"]).stdout)
+            listing = parse_smi_list(_run([smi, "-L"]).stdout)
         except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
             notes.append(f"nvidia-smi -q -x failed, MIG slices unknown: {exc}")
     gpus: list[Gpu] = []
     for r in rows:
         board = int(r["index"])
-        cc = r.get("compute_cap", "")
-        power = r.get("power.limit", "")
+        total = _mib_field(r["memory.total"])
+        if total is None:
+            notes.append(f"GPU {board} ({r['name']}): memory.total not reported; skipped")
+            continue
+        used = _mib_field(r["memory.used"])
+        free = _mib_field(r["memory.free"])
+        if free is None:
+            free = total - (used or 0)
+            notes.append(f"GPU {board}: nvidia-smi reported no free memory; taken as total - used")
+        cc, power = r.get("compute_cap", ""), r.get("power.limit", "")
         base = Gpu(
             index=0,
             name=r["name"],
             vendor="nvidia",
-            total_bytes=int(float(r["memory.total"]) * MiB),
-            free_bytes=int(float(r["memory.free"]) * MiB),
-            used_by_others_bytes=int(float(r["memory.used"]) * MiB),
+            total_bytes=total,
+            free_bytes=free,
+            used_by_others_bytes=used,
             compute_capability=None if _na(cc) else cc,
-            uuid=r["uuid"],
+            uuid=None if _na(r["uuid"]) else r["uuid"],
             power_limit_w=None if _na(power) else float(power),
-            driver_version=r["driver_version"],
+            driver_version=None if _na(r["driver_version"]) else r["driver_version"],
             cuda_version=cuda_version,
             physical_index=board,
         )
-        slices = mig_boards.get(r["uuid"], [])
-        if r.get("mig.mode.current", "").lower() == "enabled" and slices:
-            for s in slices:
-                gpus.append(
-                    replace(
-                        base,
-                        index=len(gpus),
-                        name=f"{r['name']} MIG {s['profile']}"
-                        if s.get("profile")
-                        else f"{r['name']} MIG",
-                        total_bytes=s["total"],
-                        free_bytes=s["free"],
-                        used_by_others_bytes=s["total"] - s["free"],
-                        uuid=s.get("uuid"),
-                        mig=True,
-                        mig_profile=s.get("profile"),
-                    )
-                )
+        if r.get("mig.mode.current", "").lower() != "enabled":
+            gpus.append(replace(base, index=len(gpus)))
             continue
-        if r.get("mig.mode.current", "").lower() == "enabled":
+        slices = mig_boards.get(r["uuid"], [])
+        if not slices:
             notes.append(f"GPU {board} ({r['name']}) is in MIG mode with no MIG instances")
             continue
-        gpus.append(replace(base, index=len(gpus)))
+        named = listing.get(board, [])
+        for n, s in enumerate(slices):
+            profile, uuid = named[n] if n < len(named) else (None, s.get("uuid"))
+            gpus.append(
+                replace(
+                    base,
+                    index=len(gpus),
+                    name=f"{r['name']} MIG {profile}" if profile else f"{r['name']} MIG",
+                    total_bytes=s["total"],
+                    free_bytes=s["free"],
+                    used_by_others_bytes=s["used"],
+                    uuid=uuid,
+                    mig=True,
+                    mig_profile=profile,
+                )
+            )
     return Probe(gpus=tuple(gpus), notes=tuple(notes))
 
 
@@ -264,20 +293,25 @@ def parse_smi_xml(text: str) -> tuple[str | None, dict[str, list[dict[str, Any]]
         uuid = (gpu.findtext("uuid") or "").strip()
         slices: list[dict[str, Any]] = []
         for dev in gpu.findall("mig_devices/mig_device"):
-            total = _mib(dev.findtext("fb_memory_usage/total"))
-            used = _mib(dev.findtext("fb_memory_usage/used"))
-            free = _mib(dev.findtext("fb_memory_usage/free"))
+            mem = dev.find("fb_memory_usage")
+            if mem is None:
+                mem = dev.find("shared_fb_memory_usage")
+            if mem is None:
+                continue
+            total = _mib(mem.findtext("total"))
+            used = _mib(mem.findtext("used"))
+            free = _mib(mem.findtext("free"))
             if total is None:
                 continue
             if free is None:
-                free = total - used if used is not None else total
+                free = total - (used or 0)
             slices.append(
                 {
                     "index": int(dev.findtext("index") or len(slices)),
                     "total": total,
                     "free": free,
+                    "used": used,
                     "uuid": (dev.findtext("uuid") or "").strip() or None,
-                    "profile": None,
                 }
             )
         boards[uuid] = slices
@@ -299,6 +333,7 @@ def probe_nvidia(nvml: Any | None = None, smi: str | None = None) -> Probe:
 __all__ = [
     "SMI_FIELDS",
     "parse_smi_csv",
+    "parse_smi_list",
     "parse_smi_xml",
     "probe_nvidia",
     "probe_nvml",

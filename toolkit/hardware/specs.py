@@ -55,7 +55,8 @@ class SpecTable:
     entries: tuple[GpuSpec, ...]
     sources: dict[str, str]
     by_key: dict[str, GpuSpec]
-    by_reported: dict[str, GpuSpec]
+    #: Reported name → entries (Apple chips come in variants told apart by memory size).
+    by_reported: dict[str, list[GpuSpec]]
 
     def get(self, name: str) -> GpuSpec | None:
         return self.by_key.get(key(name))
@@ -76,19 +77,27 @@ class SpecTable:
             hint=hint,
         )
 
-    def match_reported(self, reported: str) -> GpuSpec | None:
-        """The entry for a name a driver reported ("NVIDIA GeForce RTX 3090"), if known."""
-        exact = self.by_reported.get(key(reported))
-        if exact is not None:
-            return exact
-        stripped = re.sub(
-            r"^(nvidia|amd|tesla|geforce|radeon|apple|instinct)\s*", "", reported, flags=re.I
-        )
-        for _ in range(3):
-            stripped = re.sub(
-                r"^(nvidia|amd|tesla|geforce|radeon|apple|instinct)\s*", "", stripped, flags=re.I
-            )
-        return self.by_key.get(key(stripped))
+    def match_reported(self, reported: str, memory_bytes: int | None = None) -> GpuSpec | None:
+        """The entry for a name a driver reported ("NVIDIA GeForce RTX 3090"), if known.
+
+        When several entries share the name (Apple chip variants), the one whose memory
+        options include `memory_bytes` wins.
+        """
+        candidates = self.by_reported.get(key(reported), [])
+        if not candidates:
+            stripped = reported
+            for _ in range(3):
+                stripped = _VENDOR_WORDS.sub("", stripped)
+            spec = self.by_key.get(key(stripped))
+            candidates = [spec] if spec is not None else []
+        if len(candidates) > 1 and memory_bytes is not None:
+            for spec in candidates:
+                if memory_bytes in spec.memory_options:
+                    return spec
+        return candidates[0] if candidates else None
+
+
+_VENDOR_WORDS = re.compile(r"^(nvidia|amd|tesla|geforce|radeon|apple|instinct)\s*", re.I)
 
 
 def _bool(entry: dict[str, Any], field: str) -> bool:
@@ -105,6 +114,9 @@ def _spec(name: str, entry: dict[str, Any], sources: dict[str, str]) -> GpuSpec:
             raise ValueError(f"gpus.yaml: {name}: unknown source {ref!r}")
     if not refs:
         raise ValueError(f"gpus.yaml: {name}: every entry needs a source")
+    recorded = entry.get("recorded")
+    if recorded is not None and recorded not in refs:
+        raise ValueError(f"gpus.yaml: {name}: recorded source {recorded!r} not in its sources")
     bw = entry.get("bandwidth_gb_s")
     tflops = entry.get("fp16_tflops")
     options = tuple(parse_size(str(m)) for m in entry.get("memory_options", ()))
@@ -143,7 +155,7 @@ def parse_table(text: str) -> SpecTable:
     sources = {str(k): str(v) for k, v in doc["sources"].items()}
     entries = tuple(_spec(str(n), e, sources) for n, e in doc["gpus"].items())
     by_key: dict[str, GpuSpec] = {}
-    by_reported: dict[str, GpuSpec] = {}
+    by_reported: dict[str, list[GpuSpec]] = {}
     for spec in entries:
         for name in (spec.name, *spec.aliases):
             k = key(name)
@@ -153,7 +165,7 @@ def parse_table(text: str) -> SpecTable:
                 )
             by_key[k] = spec
         for reported in spec.reported_names:
-            by_reported[key(reported)] = spec
+            by_reported.setdefault(key(reported), []).append(spec)
     return SpecTable(entries, sources, by_key, by_reported)
 
 
