@@ -60,10 +60,10 @@ def _rel(pred: float, logged: float) -> float:
 
 
 def test_every_entry_has_source_and_version() -> None:
-    for section in ("weights", "kv", "kv_tokens"):
+    for section in ("weights", "kv", "kv_tokens", "llamacpp_weights", "llamacpp_kv"):
         for e in DATA[section]:
             assert e["source"].startswith("https://github.com/"), e["id"]
-            assert "vllm" in e["engine"], e["id"]
+            assert "vllm" in e["engine"] or "llama.cpp" in e["engine"], e["id"]
 
 
 def test_weights_median_error_within_1_percent() -> None:
@@ -102,3 +102,32 @@ def test_kv_tokens_from_pool_size(entry: dict[str, Any]) -> None:
         assert tokens <= hi and _rel(tokens, (lo + hi) / 2) < 0.02
     else:
         assert lo - 16 <= tokens <= hi
+
+
+def test_llamacpp_model_size_median_within_1_percent() -> None:
+    errors = []
+    for e in DATA["llamacpp_weights"]:
+        arch = _arch(e["arch_of"])
+        info = quant_info(e["quant"], "gguf")
+        assert info is not None
+        errors.append(_rel(estimate_layout(arch, info).total_bytes, e["logged_gib"] * GiB))
+    assert statistics.median(errors) <= 0.01
+    assert max(errors) <= 0.01
+
+
+@pytest.mark.parametrize("entry", DATA["llamacpp_kv"], ids=lambda e: e["id"])
+def test_llamacpp_kv_buffers_exact(entry: dict[str, Any]) -> None:
+    arch = _arch(entry["arch_of"])
+    per_layer = mem.llamacpp_kv_per_layer(
+        arch,
+        n_ctx=entry["n_ctx"],
+        slots=entry["slots"],
+        ubatch=entry["ubatch"],
+        kv_dtype="f16",
+        unified=entry["unified"],
+    )
+    kinds = mem.layer_kinds(arch)
+    glob = sum(b for b, k in zip(per_layer, kinds, strict=True) if k == "global")
+    swa = sum(b for b, k in zip(per_layer, kinds, strict=True) if k != "global")
+    assert glob == entry["logged_global_mib"] * 1024**2
+    assert swa == entry["logged_swa_mib"] * 1024**2

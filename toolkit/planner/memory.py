@@ -46,9 +46,19 @@ def layer_kinds(arch: Architecture) -> list[str]:
 
 
 def llamacpp_kv_per_layer(
-    arch: Architecture, *, n_ctx: int, slots: int, ubatch: int, kv_dtype: str
+    arch: Architecture,
+    *,
+    n_ctx: int,
+    slots: int,
+    ubatch: int,
+    kv_dtype: str,
+    unified: bool = True,
 ) -> list[int]:
-    """KV bytes llama.cpp allocates for each layer (n_ctx is the total over all slots)."""
+    """KV bytes llama.cpp allocates for each layer (n_ctx is the total over all slots).
+
+    Unified KV (one buffer shared by all slots; llama-server's default) holds
+    PAD(n_swa × slots + ubatch, 256) sliding-window cells; split KV (`--no-kv-unified`)
+    holds one stream per slot, each PAD(n_swa + ubatch, 256) cells."""
     elem = layer_token_elems(arch) * KV_DTYPE_BYTES[kv_dtype]
     kinds = layer_kinds(arch)
     n_linear = kinds.count("linear")
@@ -60,8 +70,12 @@ def llamacpp_kv_per_layer(
             out.append(int(elem * n_ctx))
         elif kind == "sliding":
             assert local is not None and local.window is not None
-            cells = _pad(min(n_ctx, local.window * slots + ubatch), 256)
-            out.append(int(elem * min(cells, n_ctx)))
+            if unified:
+                cells = min(n_ctx, _pad(min(n_ctx, local.window * slots + ubatch), 256))
+            else:
+                per = n_ctx // slots
+                cells = slots * min(per, _pad(min(per, local.window + ubatch), 256))
+            out.append(int(elem * cells))
         else:
             out.append(int(state))
     return out
