@@ -202,7 +202,9 @@ def find_installed(plan: Plan, opts: UpOptions) -> InstalledEngine:
 def default_name(plan: Plan) -> str:
     import re
 
-    name = re.sub(r"[^A-Za-z0-9._:@+-]+", "-", plan.variant_id).strip("-.") or "run"
+    # A local file's variant id is "file:<name>"; its model id reads better.
+    base = plan.model_id if plan.variant_id.startswith("file:") else plan.variant_id
+    name = re.sub(r"[^A-Za-z0-9._:@+-]+", "-", base).strip("-.") or "run"
     return name[:128]
 
 
@@ -429,7 +431,7 @@ def probe_for(record: RunRecord) -> ready.Probe:
 
 
 def _tls_cert_from_argv(argv: tuple[str, ...]) -> str | None:
-    for flag in ("--ssl-cert-file", "--ssl-certfile"):
+    for flag in ("--ssl-cert-file", "--ssl-certfile", "--ssl_certfile"):
         if flag in argv:
             return argv[argv.index(flag) + 1]
     return None
@@ -542,11 +544,18 @@ def check(name: str) -> list[CheckItem]:
     record = records.load(name)
     if not process.alive(record.pid, record.create_time):
         raise EngineError(f"run {name!r} is not running", hint=f"deploy logs {name}")
-    return check_server(
-        probe_for(record),
-        expected_ctx=record.plan.get("ctx"),
-        tool_calling=recipe_tool_calling(str(record.plan.get("variant_id", ""))),
-    )
+    import httpx
+
+    try:
+        return check_server(
+            probe_for(record),
+            expected_ctx=record.plan.get("ctx"),
+            tool_calling=recipe_tool_calling(str(record.plan.get("variant_id", ""))),
+        )
+    except httpx.HTTPError as exc:
+        raise EngineError(
+            f"run {name!r} did not answer the check: {exc}", hint=f"deploy logs {name}"
+        ) from exc
 
 
 def recipe_tool_calling(variant: str) -> bool:

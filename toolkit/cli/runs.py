@@ -71,6 +71,7 @@ def up(model: str | None, foreground: bool, as_json: bool, **kw: object) -> None
         emit_json(
             {
                 **api.status(rec).to_dict(),
+                "served_model_name": rec.served_model_name,
                 "key_file": str(result.key_file),
                 "seconds_to_ready": result.seconds_to_ready,
                 "snippets": result.snippets,
