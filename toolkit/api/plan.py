@@ -220,14 +220,15 @@ def _check_request(req: PlanRequest) -> None:
         raise UsageError("--tp must be at least 1")
 
 
-def up_command(plan: Plan, hw_spec: str | None = None) -> str:
-    """The `deploy up …` line that runs this plan."""
+def up_command(plan: Plan) -> str:
+    """The `deploy up …` line that runs this plan on the machine it was made for.
+
+    `deploy up` plans again on the machine it runs on; to run exactly this plan (made
+    elsewhere with --hw), save it with --json and use `deploy up --plan FILE`."""
     parts = ["deploy up", plan.model_path or plan.variant_id, f"--engine {plan.engine}"]
     parts.append(f"--ctx {plan.ctx}")
     if plan.concurrency > 1:
         parts.append(f"--concurrency {plan.concurrency}")
-    if hw_spec:
-        parts.append(f"--hw {hw_spec}")
     return " ".join(parts)
 
 

@@ -144,15 +144,22 @@ def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
         )
     if result.plans:
         out.print(table)
+        for i, p in enumerate(result.plans, 1):
+            out.print(f"{i:>2}  {api.up_command(p)}", soft_wrap=True)
         best = result.plans[0]
-        out.print(f"best: {api.up_command(best, hw_spec)}")
-        out.print(f"  kernel: {best.kernel}; speed: {best.speed.basis}")
+        out.print(f"best: #1 — kernel {best.kernel}; {best.speed.basis}", soft_wrap=True)
         for n in best.notes:
-            out.print(f"  note: {n}")
+            out.print(f"  note: {n}", soft_wrap=True)
+        if hw_spec:
+            out.print(
+                f"planned for {hw_spec}: on that machine run `deploy plan … --json > plan.json`"
+                " then `deploy up --plan plan.json`",
+                soft_wrap=True,
+            )
     if show_all and result.rejections:
         out.print("\nrejected:")
         for r in result.rejections:
-            out.print(f"  {r.variant_id} ({r.engine}): {r.reason}")
+            out.print(f"  {r.variant_id} ({r.engine}): {r.reason}", soft_wrap=True)
     elif result.rejections:
         out.print(f"({len(result.rejections)} options rejected; --all shows why)")
 

@@ -123,14 +123,20 @@ class VllmTerms:
     kv_tokens: int
 
 
-#: vLLM's default max_num_batched_tokens for the OpenAI server (V1 engine): 8192 on GPUs
-#: with ≥ 70 GiB (H100/H200/MI300 class), else 2048 (vllm/engine/arg_utils.py).
-def default_batched_tokens(gpu_total_bytes: int) -> int:
-    return 8192 if gpu_total_bytes >= 70 * GiB else 2048
+def _high_end(gpu_total_bytes: int, gpu_name: str) -> bool:
+    return gpu_total_bytes >= 70 * GiB and "a100" not in gpu_name.lower()
 
 
-def default_max_num_seqs(gpu_total_bytes: int) -> int:
-    return 1024 if gpu_total_bytes >= 70 * GiB else 256
+def default_batched_tokens(gpu_total_bytes: int, gpu_name: str = "") -> int:
+    """vLLM's default max_num_batched_tokens for the OpenAI server: 8192 on GPUs with
+    ≥ 70 GiB that are not A100 (H100/H200/MI300 class), else 2048
+    (vllm/engine/arg_utils.py, EngineArgs.get_batch_defaults)."""
+    return 8192 if _high_end(gpu_total_bytes, gpu_name) else 2048
+
+
+def default_max_num_seqs(gpu_total_bytes: int, gpu_name: str = "") -> int:
+    """vLLM's default max_num_seqs for the OpenAI server: 1024 on the same GPUs, else 256."""
+    return 1024 if _high_end(gpu_total_bytes, gpu_name) else 256
 
 
 def vllm_activation_bytes(

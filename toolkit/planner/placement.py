@@ -260,8 +260,8 @@ def vllm_gpu(
     used = gpus[: tp * pp]
     total = min(g.total_bytes for g in used)
     free = min(g.free_bytes for g in used)
-    bt = batched_tokens or mem.default_batched_tokens(total)
-    seqs = mem.default_max_num_seqs(total)
+    bt = batched_tokens or mem.default_batched_tokens(total, used[0].name)
+    seqs = mem.default_max_num_seqs(total, used[0].name)
     w_gpu = -(-layout.total_bytes // (tp * pp))
     terms = mem.vllm_terms(
         arch,
