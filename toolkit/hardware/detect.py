@@ -79,7 +79,14 @@ def probe_gpus() -> Probe:
         )
         gpus += avisible
         notes += amd.notes + (anotes if amd.gpus else ())
-    return Probe(gpus=enrich(tuple(gpus)), notes=tuple(notes))
+    enriched = enrich(tuple(gpus))
+    unknown = sorted({g.name for g in enriched if g.bandwidth_bytes_s is None})
+    if unknown:
+        notes.append(
+            f"memory bandwidth unknown for {', '.join(unknown)} (not in the spec table); "
+            "speed estimates for it are unavailable"
+        )
+    return Probe(gpus=enriched, notes=tuple(notes))
 
 
 def detect() -> Hardware:

@@ -23,10 +23,10 @@ PROFILE_VERSION = 1
 
 
 def _looks_like_path(spec: str) -> bool:
+    """A profile file, not a spec string (spec strings never start with a path prefix)."""
     return (
         spec.endswith(".json")
-        or os.sep in spec
-        or spec.startswith(("~", "."))
+        or spec.startswith(("/", "~", "./", "../"))
         or Path(spec).expanduser().is_file()
     )
 
