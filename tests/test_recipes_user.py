@@ -114,3 +114,21 @@ def test_env_beats_config_dir_and_first_env_dir_wins(
 def test_missing_env_dir_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEPLOY_RECIPES_PATH", str(tmp_path / "does-not-exist"))
     assert _show("qwen3-coder-30b-a3b")["context"]["native"] == 262144
+
+
+def test_docs_example_is_a_valid_user_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example in docs/recipes.md validates and resolves as documented."""
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text()
+    match = re.search(r"config/recipes/mine\.yaml`:\n\n```yaml\n(.*?)```", docs, re.S)
+    assert match is not None
+    (tmp_path / "mine.yaml").write_text(match.group(1))
+    res = run("recipes", "validate", str(tmp_path / "mine.yaml"))
+    assert res.exit_code == 0, res.stderr
+    monkeypatch.setenv("DEPLOY_RECIPES_PATH", str(tmp_path))
+    doc = _show("mine:8b")
+    assert doc["architecture_from"] == "qwen3-8b"
+    assert [v["id"] for v in doc["variants"]] == ["my-qwen3-8b-ft:q4_k_m", "my-qwen3-8b-ft:bf16"]
