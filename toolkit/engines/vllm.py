@@ -82,9 +82,9 @@ def vllm_launch(
         )
     notes: list[str] = []
     argv = entry_point(installed)
+    # `vllm serve MODEL` (positional); the module entry point takes --model.
+    argv += ["--model", str(model_path)] if argv[-1] != "serve" else [str(model_path)]
     argv += [
-        "--model",
-        str(model_path),
         "--served-model-name",
         served_model_name,
         "--host",
