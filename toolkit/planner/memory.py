@@ -171,13 +171,15 @@ def vllm_non_torch_bytes(world_size: int) -> int:
 
 
 def vllm_cuda_graph_bytes(arch: Architecture, *, enforce_eager: bool, max_num_seqs: int) -> int:
-    """CUDA graphs are captured after the KV pool is allocated, inside the headroom left by
-    gpu_memory_utilization. Estimate: one static hidden-state buffer set per captured
-    batch size (up to 512) per layer; stated as an estimate."""
+    """CUDA graphs are captured after the KV pool is allocated, in the headroom that
+    gpu_memory_utilization leaves. Estimate scaled by layers × hidden size from a published
+    log: Llama-3.2-1B (16 layers, hidden 2048), 35 batch shapes, "Graph capturing finished
+    in 14 secs, took 0.21 GiB" (vllm-project/vllm#11349). Fewer shapes when max_num_seqs
+    is below 256."""
     if enforce_eager:
         return 0
-    sizes = min(max_num_seqs, 512)
-    return int(arch.layers * sizes * arch.hidden_size * 2 * 4 + 0.25 * GiB)
+    shapes = min(1.0, max_num_seqs / 256)
+    return int(0.21 * GiB * arch.layers * arch.hidden_size / (16 * 2048) * max(shapes, 0.25))
 
 
 def vllm_kv_bytes_per_token(arch: Architecture, *, tp: int, pp: int, kv_dtype: str) -> int:

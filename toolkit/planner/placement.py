@@ -50,6 +50,7 @@ class Evaluated:
     kv_tokens: int | None = None
     max_concurrency: float | None = None
     kv_space: int | None = None
+    notes: list[str] = field(default_factory=list)
     shortfall: int = 0
     needs: int = 0
     have: int = 0
@@ -295,10 +296,12 @@ def vllm_gpu(
     devices = []
     parts = []
     stage_read = (layout.active_bytes or layout.total_bytes) / pp
+    notes: list[str] = []
     if terms.budget + terms.cuda_graphs > free and terms.budget <= free:
-        reasons.append(
-            f"CUDA graphs (~{terms.cuda_graphs / GiB:.1f} GiB) do not fit beside the "
-            f"{terms.budget / GiB:.1f} GiB budget in {free / GiB:.1f} GiB free"
+        notes.append(
+            f"CUDA graphs (~{terms.cuda_graphs / GiB:.1f} GiB, estimated) may not fit beside "
+            f"the {terms.budget / GiB:.1f} GiB budget in {free / GiB:.1f} GiB free; if capture "
+            "fails, lower --gpu-mem-util"
         )
     for g in used:
         devices.append(
@@ -342,6 +345,7 @@ def vllm_gpu(
         pp=pp,
         ep=ep,
         util=util,
+        notes=notes,
         kv_tokens=terms.kv_tokens,
         max_concurrency=max_conc,
         shortfall=shortfall,

@@ -303,6 +303,7 @@ def _plan(
     notes: list[str],
 ) -> Plan:
     conc = max(1, req.concurrency)
+    notes = [*notes, *e.notes]
     flops = sum(g.fp16_flops or 0 for g in hw.gpus if g.device_id in {d.id for d in e.devices})
     active_params = (layout.active_bytes or layout.total_bytes) * 8 / info.layer_bpw
     speed = decode(
