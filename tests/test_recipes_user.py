@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,6 @@ def test_docs_example_is_a_valid_user_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The example in docs/recipes.md validates and resolves as documented."""
-    import re
-
     docs = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text()
     match = re.search(r"config/recipes/mine\.yaml`:\n\n```yaml\n(.*?)```", docs, re.S)
     assert match is not None
