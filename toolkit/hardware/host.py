@@ -89,15 +89,55 @@ def disk_free(path: Path) -> tuple[int | None, str]:
         return None, str(path)
 
 
-def probe_host(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[Host, tuple[str, ...]]:
-    """This machine's CPU and memory, and notes on what could not be read."""
-    import psutil
+def meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
+    """/proc/meminfo in bytes ({"MemTotal": …, "MemAvailable": …, "SwapTotal": …})."""
+    values: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            values[name.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    return values
 
+
+def physical_cores(cpuinfo_text: str) -> int | None:
+    """Distinct (physical id, core id) pairs in /proc/cpuinfo; None when not listed."""
+    cores: set[tuple[str, str]] = set()
+    physical = core = None
+    for line in [*cpuinfo_text.splitlines(), ""]:
+        name, _, value = line.partition(":")
+        name = name.strip()
+        if name == "physical id":
+            physical = value.strip()
+        elif name == "core id":
+            core = value.strip()
+        elif not line.strip():
+            if core is not None:
+                cores.add((physical or "0", core))
+            physical = core = None
+    return len(cores) or None
+
+
+def _linux_memory() -> tuple[int, int, int] | None:
+    try:
+        info = meminfo()
+        return info["MemTotal"], info["MemAvailable"], info.get("SwapTotal", 0)
+    except (OSError, KeyError):
+        return None
+
+
+def probe_host(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[Host, tuple[str, ...]]:
+    """This machine's CPU and memory, and notes on what could not be read.
+
+    On Linux everything comes from /proc and /sys (fast); elsewhere from psutil.
+    """
     notes: list[str] = []
     model: str | None = None
     flags: tuple[str, ...] = ()
+    cpu_text = ""
     try:
-        model, flags = parse_cpuinfo(cpuinfo.read_text(errors="replace"))
+        cpu_text = cpuinfo.read_text(errors="replace")
+        model, flags = parse_cpuinfo(cpu_text)
     except OSError:
         if platform.system() == "Linux":
             notes.append(f"CPU flags unknown: {cpuinfo} not readable")
@@ -105,16 +145,25 @@ def probe_host(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[Host, tuple[str, 
         flags = (*flags, "neon")  # NEON (Advanced SIMD) is mandatory on ARMv8-A
     if model is None:
         model = platform.processor() or None
-    logical = psutil.cpu_count(logical=True) or os.cpu_count() or 1
-    physical = psutil.cpu_count(logical=False) or logical
+    memory = _linux_memory()
+    physical = physical_cores(cpu_text) if cpu_text else None
+    logical = os.cpu_count() or 1
+    if memory is None or physical is None:
+        import psutil
+
+        if memory is None:
+            vm = psutil.virtual_memory()
+            memory = int(vm.total), int(vm.available), int(psutil.swap_memory().total)
+        if physical is None:
+            physical = psutil.cpu_count(logical=False) or logical
+        logical = psutil.cpu_count(logical=True) or logical
     if hasattr(os, "sched_getaffinity"):
         allowed = len(os.sched_getaffinity(0))
         if allowed < logical:
             notes.append(f"this process may use {allowed} of {logical} logical CPUs")
             physical = min(physical, allowed)
             logical = allowed
-    vm = psutil.virtual_memory()
-    total, available = int(vm.total), int(vm.available)
+    total, available, swap = memory
     limit = cgroup_memory_limit()
     if limit is not None and limit < total:
         notes.append(f"RAM limited by the container's cgroup to {limit} bytes")
@@ -128,7 +177,7 @@ def probe_host(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[Host, tuple[str, 
         ram_total_bytes=total,
         ram_available_bytes=available,
         cpu_flags=flags,
-        swap_total_bytes=int(psutil.swap_memory().total),
+        swap_total_bytes=swap,
         numa_nodes=numa_nodes(),
         ram_bandwidth_bytes_s=None,
         disk_free_bytes=disk_bytes,
@@ -139,4 +188,12 @@ def probe_host(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[Host, tuple[str, 
     return host, tuple(notes)
 
 
-__all__ = ["cgroup_memory_limit", "disk_free", "numa_nodes", "parse_cpuinfo", "probe_host"]
+__all__ = [
+    "cgroup_memory_limit",
+    "disk_free",
+    "meminfo",
+    "numa_nodes",
+    "parse_cpuinfo",
+    "physical_cores",
+    "probe_host",
+]

@@ -50,6 +50,17 @@ def _cuda_version(raw: int) -> str:
 
 
 def _import_nvml() -> tuple[Any | None, str | None]:
+    import sys
+
+    if sys.platform.startswith("linux"):
+        # The library pynvml would load: when dlopen cannot find it there is no driver, and
+        # importing pynvml (tens of ms) is not worth it.
+        import ctypes
+
+        try:
+            ctypes.CDLL("libnvidia-ml.so.1")
+        except OSError:
+            return None, "NVML not available: libnvidia-ml.so.1 not found (no NVIDIA driver)"
     try:
         import pynvml
     except ImportError:
