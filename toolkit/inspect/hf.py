@@ -142,7 +142,7 @@ def layout_from_headers(headers: Iterable[Header], arch: Architecture) -> Weight
     )
 
 
-def _model(
+def hf_model_from(
     source: str,
     revision: str | None,
     config: dict[str, Any],
@@ -192,7 +192,7 @@ def read_model_dir(path: str | os.PathLike[str]) -> HfModel:
     shards = _safetensors_files(folder)
     headers: list[Header] = [read_safetensors_header(p) for p in shards]
     files = tuple((p.name, p.stat().st_size) for p in shards)
-    return _model(str(folder), None, config, headers or None, files)
+    return hf_model_from(str(folder), None, config, headers or None, files)
 
 
 def read_hub_model(repo_id: str, revision: str | None = None, filename: str | None = None) -> Any:

@@ -34,8 +34,6 @@ from toolkit.errors import UsageError
 
 #: Families whose config leaves tie_word_embeddings out because the class default is True.
 _TIED_BY_DEFAULT = ("gemma",)
-#: Families whose experts are sized by `intermediate_size`.
-_EXPERTS_USE_INTERMEDIATE = frozenset({"mixtral", "gpt_oss", "llama4", "phimoe"})
 
 
 def text_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -68,10 +66,8 @@ def _moe(cfg: dict[str, Any], mt: str) -> Moe | None:
     experts = _first(cfg, "num_experts", "n_routed_experts", "num_local_experts")
     if not experts:
         return None
-    if mt in _EXPERTS_USE_INTERMEDIATE:
-        size = _first(cfg, "moe_intermediate_size", "intermediate_size")
-    else:
-        size = _first(cfg, "moe_intermediate_size", "intermediate_size")
+    # Mixtral, gpt-oss and Llama 4 size their experts with intermediate_size.
+    size = _first(cfg, "moe_intermediate_size", "intermediate_size")
     shared = int(_first(cfg, "n_shared_experts", "num_shared_experts") or 0)
     shared_size = cfg.get("shared_expert_intermediate_size")
     if shared_size and not shared:
@@ -79,7 +75,9 @@ def _moe(cfg: dict[str, Any], mt: str) -> Moe | None:
     step = int(_first(cfg, "interleave_moe_layer_step", "decoder_sparse_step") or 1)
     return Moe(
         experts=int(experts),
-        experts_per_token=int(_first(cfg, "num_experts_per_tok", "num_experts_per_token") or 1),
+        experts_per_token=int(
+            _first(cfg, "num_experts_per_tok", "num_experts_per_token", "experts_per_token") or 1
+        ),
         expert_intermediate_size=int(size),
         shared_experts=shared,
         shared_expert_intermediate_size=int(shared_size) if shared_size else None,

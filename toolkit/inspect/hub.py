@@ -131,14 +131,33 @@ def _offline(repo_id: str, revision: str | None, filename: str | None) -> GgufMo
     return read_gguf(folder / _pick_gguf(repo_id, names, None)[0])
 
 
+def _is_network_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("httpx", "httpcore")) or isinstance(
+        exc, (ConnectionError, TimeoutError)
+    )
+
+
 def read_hub_model(
     repo_id: str, revision: str | None = None, filename: str | None = None
 ) -> GgufModel | HfModel:
     """Architecture and exact weight layout of a hub repo from headers only."""
     if settings.offline():
         return _offline(repo_id, revision, filename)
+    try:
+        return _read_online(repo_id, revision, filename)
+    except Exception as exc:
+        if not _is_network_error(exc):
+            raise
+        raise NotFound(
+            f"cannot reach {settings.hf_endpoint()} to read {repo_id}: {exc}",
+            hint="check the network or HF_ENDPOINT; offline, set DEPLOY_OFFLINE=1 "
+            "to read the Hugging Face cache",
+        ) from exc
+
+
+def _read_online(repo_id: str, revision: str | None, filename: str | None) -> GgufModel | HfModel:
     from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
-    from huggingface_hub.errors import NotASafetensorsRepoError
     from huggingface_hub.utils._headers import build_hf_headers
 
     endpoint = settings.hf_endpoint()
@@ -168,7 +187,7 @@ def read_hub_model(
         part_sizes = [sizes.get(n) for n in parts]
         return model_from_headers(headers, [f"{repo_id}/{n}" for n in parts], part_sizes)
 
-    from toolkit.inspect.hf import _model
+    from toolkit.inspect.hf import hf_model_from
 
     try:
         cfg_path = hf_hub_download(
@@ -183,21 +202,43 @@ def read_hub_model(
     import json
 
     config: dict[str, Any] = json.loads(Path(cfg_path).read_text(encoding="utf-8"))
+    shards = _safetensors_shards(api, repo_id, revision, names)
     headers_st: list[Any] = []
-    files: tuple[tuple[str, int | None], ...] = ()
-    try:
-        meta = api.get_safetensors_metadata(repo_id, revision=revision)
-    except NotASafetensorsRepoError:
-        meta = None
-    except _hub_errors() as exc:
-        raise _not_found(repo_id, exc) from exc
-    if meta is not None:
-        for _name, fm in sorted(meta.files_metadata.items()):
-            headers_st.append(
-                {
-                    name: {"dtype": t.dtype, "shape": t.shape, "data_offsets": t.data_offsets}
-                    for name, t in fm.tensors.items()
-                }
+    for shard in shards:
+        try:
+            fm = api.parse_safetensors_file_metadata(repo_id, shard, revision=revision)
+        except _hub_errors() as exc:
+            raise _not_found(repo_id, exc) from exc
+        headers_st.append(
+            {
+                name: {"dtype": t.dtype, "shape": t.shape, "data_offsets": t.data_offsets}
+                for name, t in fm.tensors.items()
+            }
+        )
+    files = tuple((f, sizes.get(f)) for f in shards)
+    return hf_model_from(repo_id, revision, config, headers_st or None, files)
+
+
+def _safetensors_shards(
+    api: Any, repo_id: str, revision: str | None, names: list[str]
+) -> list[str]:
+    """The safetensors files that hold the model: the index's shards, else top-level files."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    index = "model.safetensors.index.json"
+    if index in names:
+        try:
+            path = hf_hub_download(
+                repo_id,
+                index,
+                revision=revision,
+                endpoint=api.endpoint,
+                cache_dir=settings.hf_hub_cache(),
             )
-        files = tuple((f, sizes.get(f)) for f in sorted(meta.files_metadata))
-    return _model(repo_id, revision, config, headers_st or None, files)
+        except _hub_errors() as exc:
+            raise _not_found(repo_id, exc) from exc
+        weight_map = json.loads(Path(path).read_text(encoding="utf-8")).get("weight_map", {})
+        return sorted(set(weight_map.values()))
+    return sorted(n for n in names if n.endswith(".safetensors") and "/" not in n)
