@@ -253,3 +253,58 @@ def test_apple_metal_answer_wins(tools: Tools) -> None:
 def test_apple_intel_mac_has_no_metal_gpu(tools: Tools) -> None:
     probe = probe_apple(str(tools.sysctl("darwin-mojave-haswell.txt")), metal=None)
     assert probe.gpus == () and "not Apple Silicon" in probe.notes[0]
+
+
+# --- Host: /proc/cpuinfo of real machines, and this machine against psutil ------------------
+
+
+@pytest.mark.parametrize(
+    ("recording", "model", "present", "absent"),
+    [
+        (
+            "linux-unknown-sapphirerapids.txt",
+            "Intel(R) Xeon(R) Platinum 8480+",
+            {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"},
+            {"neon"},
+        ),
+        (
+            "linux-rocky8.5-zen4.txt",
+            "AMD EPYC 9654 96-Core Processor",
+            {"avx2", "avx512f", "avx512_bf16"},
+            {"amx_tile", "avx512_fp16"},
+        ),
+        ("linux-rhel9-neoverse_v2.txt", None, {"neon", "sve2", "i8mm", "bf16"}, {"avx2"}),
+    ],
+)
+def test_cpu_flags(recording: str, model: str | None, present: set[str], absent: set[str]) -> None:
+    from toolkit.hardware.host import parse_cpuinfo
+
+    got_model, flags = parse_cpuinfo((FIXTURES / "cpuinfo" / recording).read_text())
+    assert got_model == model
+    assert present <= set(flags) and not (absent & set(flags))
+
+
+def test_host_matches_psutil() -> None:
+    import os
+
+    import psutil
+
+    from toolkit.hardware.host import probe_host
+
+    host, _ = probe_host()
+    assert host.logical_cores == len(os.sched_getaffinity(0))
+    if len(os.sched_getaffinity(0)) == psutil.cpu_count(logical=True):
+        assert host.physical_cores == psutil.cpu_count(logical=False)
+    assert host.ram_total_bytes <= psutil.virtual_memory().total
+    assert host.swap_total_bytes == psutil.swap_memory().total
+    assert host.disk_free_bytes is not None and host.disk_free_bytes > 0
+
+
+def test_numa_nodes_from_sysfs_tree(tmp_path: Path) -> None:
+    from toolkit.hardware.host import numa_nodes
+
+    for n in (0, 1):
+        (tmp_path / f"node{n}").mkdir()
+    (tmp_path / "possible").write_text("0-1\n")
+    assert numa_nodes(tmp_path) == 2
+    assert numa_nodes(tmp_path / "absent") == 1
