@@ -31,6 +31,8 @@ EXPECTED_KV_F16: dict[str, int] = {
     "deepseek-r1": 70_272,
     "deepseek-r1-0528": 70_272,
     "deepseek-v3.1": 70_272,
+    "deepseek-v3.1-terminus": 70_272,
+    "deepseek-v3-0324": 70_272,
     "deepseek-v3.2": 85_888,  # errata: + the 128-element indexer key per layer
     "deepseek-r1-0528-qwen3-8b": 147_456,  # a Qwen3-8B distill: the qwen3-8b figure
     # MiniMax M2.x: full attention in all 62 layers
