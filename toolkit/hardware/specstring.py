@@ -30,9 +30,11 @@ def apple_default_working_set(ram_bytes: int) -> int:
     """macOS's default GPU working-set cap when iogpu.wired_limit_mb is 0 (an estimate).
 
     Apple does not document the default. llama.cpp logs of `recommendedMaxWorkingSetSize`
-    show exactly 2/3 of RAM on 8, 16 and 32 GB Macs (issues #5207, #687, PR #2011) and 3/4
-    on a 64 GB Mac; newer macOS releases give somewhat more (84% measured on 128 GB), so
-    this errs low. Detection on a Mac reads the real value from Metal instead.
+    show exactly 2/3 of RAM on 8, 16 and 32 GB Macs (5461.34 / 10922.67 / 21845.34 MiB in
+    llama.cpp #5207, #687, PR #2011) and exactly 3/4 on a 96 GB M2 Max (73728 MiB, #3213;
+    "around 49 GB" on 64 GB in #1870); newer macOS releases give somewhat more (107.52 GiB
+    of 128 GiB reported in antirez/ds4 #893), so this errs low. Detection on a Mac reads
+    the real value from Metal instead.
     """
     fraction = 2 / 3 if ram_bytes <= 32 * GiB else 3 / 4
     return int(ram_bytes * fraction)
