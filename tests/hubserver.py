@@ -15,6 +15,7 @@ It serves files you register from disk or memory, the way huggingface.co does:
 
 Faults, each for a test: `drop_after(repo, path, nbytes)` closes the connection after
 `nbytes` of the body (an interrupted download; the client resumes with a Range request),
+`stall_after(repo, path, nbytes)` sends `nbytes` and hangs (time to kill the client),
 `corrupt(repo, path)` serves flipped bytes under the true ETag. Every request is logged in
 `server.requests` (method, path, Range and Authorization headers).
 
@@ -125,6 +126,7 @@ class HubServer:
         self.repos: dict[str, HubRepo] = {}
         self.requests: list[LoggedRequest] = []
         self._drops: dict[tuple[str, str], list[int]] = {}
+        self._stalls: dict[tuple[str, str], tuple[int, threading.Event]] = {}
         self._corrupt: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -159,6 +161,14 @@ class HubServer:
         """The next `times` GETs of this file close the connection after `nbytes` of body."""
         with self._lock:
             self._drops.setdefault((repo_id, path), []).extend([nbytes] * times)
+
+    def stall_after(self, repo_id: str, path: str, nbytes: int) -> threading.Event:
+        """The next GET of this file sends `nbytes` of body, then hangs until the returned
+        event is set (or 120 s pass) and closes the connection: time to kill the client."""
+        event = threading.Event()
+        with self._lock:
+            self._stalls[(repo_id, path)] = (nbytes, event)
+        return event
 
     def corrupt(self, repo_id: str, path: str) -> None:
         """Serve this file with its first body byte flipped (headers still claim the truth)."""
@@ -204,6 +214,10 @@ class HubServer:
         with self._lock:
             pending = self._drops.get((repo_id, path))
             return pending.pop(0) if pending else None
+
+    def _take_stall(self, repo_id: str, path: str) -> tuple[int, threading.Event] | None:
+        with self._lock:
+            return self._stalls.pop((repo_id, path), None)
 
     def _is_corrupt(self, repo_id: str, path: str) -> bool:
         with self._lock:
@@ -398,6 +412,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         drop = self.hub._take_drop(repo_id, path)
+        stall = self.hub._take_stall(repo_id, path)
+        event = None
+        if stall is not None:
+            drop, event = stall
         corrupt = self.hub._is_corrupt(repo_id, path)
         sent = 0
         for chunk in f.read(start, end):
@@ -406,6 +424,8 @@ class _Handler(BaseHTTPRequestHandler):
             if drop is not None and sent + len(chunk) >= drop:
                 self.wfile.write(chunk[: max(drop - sent, 0)])
                 self.wfile.flush()
+                if event is not None:
+                    event.wait(120)
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return

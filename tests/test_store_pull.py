@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +89,45 @@ def test_pull_interrupted_midway_resumes_with_range(hub: HubServer) -> None:
     assert 0 < resumed_at <= 40_000_000
     (path,) = _locate("storetest-tiny:q4_1")
     assert _sha(path) == SMOL_SHA256
+
+
+def test_pull_killed_midway_resumes_in_a_new_process(hub: HubServer) -> None:
+    """A `deploy pull` killed with SIGKILL leaves a partial blob; the next pull continues
+    from its size with a Range request instead of starting over."""
+    stalled = hub.stall_after("test-org/Tiny-GGUF", SMOL_NAME, 30_000_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "pull", "storetest-tiny:q4_1", "-q"],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    blobs = settings.hf_hub_cache() / "models--test-org--Tiny-GGUF" / "blobs"
+    partial: Path | None = None
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            found = list(blobs.glob("*.deploy-partial")) if blobs.is_dir() else []
+            if found and found[0].stat().st_size >= 20_000_000:
+                partial = found[0]
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+        stalled.set()
+    assert partial is not None, "the first pull never wrote a partial file"
+    kept = partial.stat().st_size
+    assert 0 < kept <= 30_000_000
+    assert not list(blobs.glob(SMOL_SHA256))  # nothing visible yet
+
+    res = run("pull", "storetest-tiny:q4_1", "-q")
+    assert res.exit_code == 0, res.stderr
+    gets = hub.gets(SMOL_NAME)
+    assert [g.range for g in gets] == [None, f"bytes={kept}-"]
+    (path,) = _locate("storetest-tiny:q4_1")
+    assert _sha(path) == SMOL_SHA256
+    assert not list(blobs.glob("*.deploy-partial"))
 
 
 def test_corrupt_download_is_refused_and_removed(hub: HubServer) -> None:

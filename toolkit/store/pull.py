@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit import settings
 from toolkit.catalog.schema import Model, Variant, variant_id
 from toolkit.errors import DeployError, DoesNotFit, IntegrityError, NotFound, UsageError
-from toolkit.store import cache, records
+from toolkit.store import cache, records, resumable
 from toolkit.store.hashing import git_blob_sha1, sha256_file
 from toolkit.store.offline import is_offline
 from toolkit.store.select import select_files
@@ -160,16 +160,14 @@ def _silent_tqdm() -> Any:
     return Silent
 
 
-def _verify_download(path: Path, f: RemoteFile, repo: str, revision: str) -> str:
-    """sha256 of the downloaded file; removes it and raises IntegrityError on mismatch."""
+def _digest_or_refuse(path: Path, f: RemoteFile, repo: str) -> str:
+    """sha256 of a downloaded file, or IntegrityError when it is not the expected file."""
     digest = sha256_file(path)
     expected: str | None = f.sha256
     got = digest
     if expected is None:
         got, expected = git_blob_sha1(path), f.git_sha1
-    ok = got == expected
-    if not ok:
-        cache.remove_snapshot_files(repo, revision, [f.name])
+    if got != expected:
         raise IntegrityError(
             f"{repo}/{f.name} is corrupt: expected sha256/sha1 {expected}, got {got}; "
             "the file was removed from the store",
@@ -204,20 +202,45 @@ def pull_hub(
     tqdm_class = None if progress else _silent_tqdm()
     stored: list[records.StoredFile] = []
     for f in files:
+        digests: list[str] = []
+
+        def check(path: Path, f: RemoteFile = f, digests: list[str] = digests) -> None:
+            digests.append(_digest_or_refuse(path, f, repo))
+
         try:
-            local = hf_hub_download(
+            local = resumable.fetch(
                 repo,
                 f.name,
-                revision=revision,
-                cache_dir=settings.hf_hub_cache(),
+                revision,
                 endpoint=endpoint,
                 token=token,
+                check=check,
                 tqdm_class=tqdm_class,
             )
+            if local is None:  # Xet-backed: huggingface_hub's own transfer
+                local = Path(
+                    hf_hub_download(
+                        repo,
+                        f.name,
+                        revision=revision,
+                        cache_dir=settings.hf_hub_cache(),
+                        endpoint=endpoint,
+                        token=token,
+                        tqdm_class=tqdm_class,
+                    )
+                )
+                try:
+                    check(local)
+                except IntegrityError:
+                    cache.remove_snapshot_files(repo, revision, [f.name])
+                    raise
+            elif not digests:  # the blob was already complete in the cache
+                check(local)
+        except DeployError:
+            raise
         except Exception as exc:
             raise _hub_error(exc, repo, vid) from exc
-        digest = _verify_download(Path(str(local)), f, repo, revision)
-        stored.append(records.StoredFile(f.name, f.size, digest))
+        stored.append(records.StoredFile(f.name, f.size, digests[-1]))
     if variant.revision is None:
         cache.write_ref(repo, "main", revision)
     rec = records.Record(
