@@ -169,6 +169,7 @@ def test_show_json_reports_borrowed_architecture() -> None:
     assert doc["same_architecture_as"] == "minimax-m2.5"
     assert doc["architecture_from"] == "minimax-m2.5"
     assert doc["architecture"]["layers"] == 62
+    assert doc["derived"] == {"kv_bytes_per_token_f16": 253_952, "global_layers": 62}
 
 
 def test_show_text() -> None:
@@ -179,3 +180,4 @@ def test_show_text() -> None:
     assert "sliding 128 + global layers" in text
     assert "--tool-call-parser openai" in text
     assert "59.0 GiB" in text  # 63,387,346,464 bytes
+    assert "KV cache (f16): 36,864 bytes/token in 18 full-context layers" in text

@@ -19,6 +19,7 @@ from toolkit.catalog import (
 )
 from toolkit.catalog.loader import recipe_files, shipped_recipes_dir
 from toolkit.errors import DeployError, NotFound
+from toolkit.planner.kv import global_kv_bytes_per_token
 
 
 def catalog() -> Catalog:
@@ -59,6 +60,12 @@ def model_document(entry: ModelEntry) -> dict[str, Any]:
         vdoc["id"] = variant_id(m, v)
         vdoc["total_size"] = v.total_size()
     doc.update(body)
+    if m.architecture is not None:
+        doc["derived"] = {
+            # Full-context layers only: sliding/chunked/linear layers add a bounded amount.
+            "kv_bytes_per_token_f16": int(global_kv_bytes_per_token(m.architecture, "f16")),
+            "global_layers": len(m.architecture.global_layer_indices()),
+        }
     return doc
 
 

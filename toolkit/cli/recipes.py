@@ -67,6 +67,12 @@ def show(name: str, as_json: bool) -> None:
         extended = f", {ctx['extended']:,} extended" if ctx.get("extended") else ""
         out.print(f"  context: {ctx['native']:,} native{extended}")
         out.print(f"  architecture: {_architecture_line(doc)}")
+        if "derived" in doc:
+            d = doc["derived"]
+            out.print(
+                f"  KV cache (f16): {d['kv_bytes_per_token_f16']:,} bytes/token "
+                f"in {d['global_layers']} full-context layers"
+            )
         if doc.get("license"):
             out.print(f"  license: {doc['license']['value']}")
         for engine, serving in doc.get("serving", {}).items():
