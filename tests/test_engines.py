@@ -232,8 +232,13 @@ def test_private_by_default_online_on_request(tmp_path: Path, engine: InstalledE
 
 
 def test_vllm_keeps_its_files_in_the_run_dir(tmp_path: Path) -> None:
-    env = launch(make_plan("vllm"), VLLM_CPU, tmp_path).env
+    la = launch(make_plan("vllm"), VLLM_CPU, tmp_path)
+    env = la.env
     assert env["VLLM_HOST_IP"] == "127.0.0.1"
+    assert not (tmp_path / "run" / "tmp").exists()
+    la.process_env({})  # at start: the folders the engine expects are made
+    assert all(d.is_dir() and d.is_relative_to(tmp_path / "run") for d in la.dirs)
+    assert Path(la.process_env({})["TMPDIR"]).is_dir()
     for var in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TMPDIR"):
         assert Path(env[var]).is_relative_to(tmp_path / "run")
 

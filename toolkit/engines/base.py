@@ -106,6 +106,8 @@ class Launch:
     secret_env: Mapping[str, Path] = field(default_factory=dict)
     #: One-line notes (adjustments made to the plan, e.g. vLLM CPU dtype rule).
     notes: tuple[str, ...] = ()
+    #: Folders the engine expects to exist (vLLM's TMPDIR and caches in the run dir).
+    dirs: tuple[Path, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -115,7 +117,12 @@ class Launch:
         return f"{self.scheme}://{host}:{self.port}/v1"
 
     def process_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The full environment for the child: base (default os.environ) + env + secrets."""
+        """The full environment for the child: base (default os.environ) + env + secrets.
+
+        Call it when starting the process: it reads the secret files and creates `dirs`.
+        """
+        for d in self.dirs:
+            d.mkdir(parents=True, exist_ok=True)
         merged = dict(os.environ if base is None else base)
         merged.update(self.env)
         for var, path in self.secret_env.items():

@@ -164,4 +164,5 @@ def vllm_launch(
         # vLLM reads the key from VLLM_API_KEY when --api-key is not given.
         secret_env={"VLLM_API_KEY": api_key_file},
         notes=tuple(notes),
+        dirs=(run_dir / "tmp", cache / "vllm", cache / "torchinductor", cache / "triton"),
     )
