@@ -35,7 +35,10 @@ def test_any_gpu_with_exact_memory() -> None:
     (g,) = load_hardware("gpu:79.18GiB").gpus
     assert g.total_bytes == g.free_bytes == round(79.18 * GiB)
     assert g.bandwidth_bytes_s is None and g.vendor == "other"
-    assert any("RAM not given" in n for n in load_hardware("gpu:79.18GiB").notes)
+    hw = load_hardware("gpu:79.18GiB")
+    assert any("RAM not given" in n for n in hw.notes)
+    assert (hw.host.ram_total_bytes, hw.host.ram_known, hw.host.cores_known) == (0, False, False)
+    assert load_hardware("gpu:24G,ram=64G,cores=8").host.ram_known
 
 
 def test_units_binary_and_decimal() -> None:

@@ -74,6 +74,11 @@ class Host:
     disk_path: str | None = None
     arch: str | None = None
     os: str | None = None
+    #: False when a spec string left RAM out (ram_total_bytes is then 0, meaning unknown):
+    #: plan nothing in system RAM, but do not reject a plan for want of it either.
+    ram_known: bool = True
+    #: False when a spec string left the core count out (cores are then 0, meaning unknown).
+    cores_known: bool = True
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,8 @@ def parse_spec(spec: str) -> Hardware:
         disk_free_bytes=disk,
         arch=host_arch,
         os=host_os,
+        ram_known="ram" in keys or bool(unified),
+        cores_known=cores > 0,
     )
     return Hardware(host=host, gpus=tuple(gpus), notes=tuple(notes), source="spec", origin=spec)
 
