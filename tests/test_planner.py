@@ -254,3 +254,47 @@ def test_bigger_context_needs_more_memory() -> None:
     b = best_plan("qwen3-coder-30b-a3b:q4_k_m", PlanRequest(ctx=32768), hw=hw)
     assert a.memory[0].kv_cache_bytes * 4 == b.memory[0].kv_cache_bytes
     assert replace(a, ctx=b.ctx).ctx == b.ctx
+
+
+def test_apple_unified_memory_shares_one_budget() -> None:
+    result = make_plans("qwen3-coder-30b-a3b", hw="m3-max:128G", calibration=[])
+    plans = {p.variant_id: p for p in result.plans}
+    q8 = plans["qwen3-coder-30b-a3b:q8_0"]
+    assert q8.placement == "unified" and q8.kernel == "gguf Metal"
+    assert all(p.engine == "llamacpp" for p in result.plans)
+    assert any("Metal" in r.reason for r in result.rejections if r.engine == "vllm")
+
+
+def test_tensor_times_pipeline_parallel_when_heads_do_not_divide() -> None:
+    from toolkit.planner.inputs import ModelInput, VariantInput
+    from toolkit.planner.plan import make_plans as plan_pure
+
+    # 28 heads: TP 8 is impossible; ~93 GB of bf16 does not fit TP 4 on 24 GiB cards.
+    arch = Architecture(
+        model_type="qwen2",
+        layers=200,
+        hidden_size=3584,
+        heads=28,
+        kv_heads=4,
+        head_dim=128,
+        vocab_size=152064,
+        intermediate_size=18944,
+    )
+    model = ModelInput("big", arch, 32768, variants=(VariantInput("big:bf16", "bf16", "bf16"),))
+    hw = Hardware(
+        Host("x86", 32, 64, 512 * GiB, 512 * GiB),
+        tuple(gpu("RTX 4090", "8.9", 24, i=i) for i in range(8)),
+    )
+    result = plan_pure([model], hw, PlanRequest(engine="vllm", ctx=8192))
+    plan = result.plans[0]
+    assert plan.vllm is not None
+    # the fewest GPUs that hold it: 6 = TP 2 × PP 3 (TP 3 and TP 6 do not divide 28 heads)
+    assert (plan.vllm.tensor_parallel, plan.vllm.pipeline_parallel) == (2, 3)
+    assert plan.placement == "pipeline_parallel" and len(plan.memory) == 6
+
+
+def test_suggests_a_smaller_context_when_that_is_what_is_missing() -> None:
+    hw = machine(ram_gib=24)
+    with pytest.raises(DoesNotFit) as info:
+        best_plan("qwen3-coder-30b-a3b:q4_k_m", PlanRequest(ctx=262144), hw=hw)
+    assert "--ctx" in (info.value.hint or "")

@@ -245,7 +245,21 @@ def _vllm_search(
         by_name.setdefault(g.name, []).append(g)
     group = max(by_name.values(), key=lambda gs: len(gs) * gs[0].total_bytes)
     count = len(group)
-    sizes = [req.tp] if req.tp else [s for s in (1, 2, 4, 8, 16) if s <= count]
+    # Pure TP first (fewest GPUs that fit); TP × PP only where TP alone cannot divide
+    # the heads (e.g. 8 GPUs for 40 heads: TP 4 × PP 2).
+    layouts: list[tuple[int, int]] = []
+    for w in (1, 2, 4, 8, 16):
+        if w <= count and (req.tp in (None, w)) and _tp_ok(model, v, w)[0]:
+            layouts.append((w, 1))
+    for w in (2, 3, 4, 6, 8, 12, 16):
+        if w > count or (w, 1) in layouts:
+            continue
+        for tp in sorted((d for d in range(1, w) if w % d == 0), reverse=True):
+            if req.tp in (None, tp) and _tp_ok(model, v, tp)[0]:
+                layouts.append((tp, w // tp))
+                break
+    if req.tp is not None and req.tp > count:
+        return f"TP {req.tp} needs {req.tp} GPUs, {count} × {group[0].name} present"
     util = req.gpu_mem_util or 0.9
     free_frac = min(g.free_bytes / g.total_bytes for g in group)
     if req.gpu_mem_util is None and free_frac < util:
@@ -253,15 +267,13 @@ def _vllm_search(
         notes.append(f"gpu_memory_utilization lowered to {util:.2f}: only that much is free")
     tried: list[Evaluated] = []
     why: list[str] = []
-    for tp in sizes:
-        if tp > count:
-            why.append(f"TP {tp} needs {tp} GPUs, {count} × {group[0].name} present")
+    for tp in (req.tp,) if req.tp else (1, 2, 4, 8, 16):
+        if tp is not None and tp <= count and not _tp_ok(model, v, tp)[0]:
+            why.append(_tp_ok(model, v, tp)[2])
+    for tp, pp in layouts:
+        if pp > 1 and pp > model.arch.layers:
             continue
-        ok, ep, reason = _tp_ok(model, v, tp)
-        pp = 1
-        if not ok:
-            why.append(reason)
-            continue
+        ep = _tp_ok(model, v, tp)[1]
         e = placement.vllm_gpu(
             model.arch,
             layout,
