@@ -126,7 +126,16 @@ def _offline(repo_id: str, revision: str | None, filename: str | None) -> GgufMo
     if filename is not None:
         return read_gguf(folder / filename)
     if (folder / "config.json").is_file():
-        return read_model_dir(folder)
+        try:
+            return read_model_dir(folder)
+        except NotFound:
+            # Only config.json (and the index) were cached: plan from the config alone.
+            import json
+
+            from toolkit.inspect.hf import hf_model_from
+
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            return hf_model_from(repo_id, revision, config, None, ())
     names = [str(p.relative_to(folder)) for p in folder.rglob("*.gguf")]
     return read_gguf(folder / _pick_gguf(repo_id, names, None)[0])
 
@@ -163,6 +172,9 @@ def _read_online(repo_id: str, revision: str | None, filename: str | None) -> Gg
     endpoint = settings.hf_endpoint()
     api = HfApi(endpoint=endpoint)
     try:
+        # model_info first: one request without retries, so a dead endpoint or a missing
+        # repo fails at once (the paginated tree listing retries with backoff).
+        api.model_info(repo_id, revision=revision)
         listing = list(api.list_repo_tree(repo_id, revision=revision, recursive=True))
     except _hub_errors() as exc:
         raise _not_found(repo_id, exc) from exc
