@@ -298,3 +298,11 @@ def test_suggests_a_smaller_context_when_that_is_what_is_missing() -> None:
     with pytest.raises(DoesNotFit) as info:
         best_plan("qwen3-coder-30b-a3b:q4_k_m", PlanRequest(ctx=262144), hw=hw)
     assert "--ctx" in (info.value.hint or "")
+
+
+def test_cli_plan_text_lists_plans_commands_and_rejections() -> None:
+    res = run("plan", "qwen3-coder-30b-a3b", "--hw", "1xrtx4090,ram=64G", "--all")
+    assert res.exit_code == 0, res.stderr
+    assert "deploy up qwen3-coder-30b-a3b:q8_0 --engine llamacpp" in res.stdout
+    assert "--n-cpu-moe" in res.stdout
+    assert "rejected:" in res.stdout and "qwen3-coder-30b-a3b:bf16 (vllm)" in res.stdout

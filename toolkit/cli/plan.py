@@ -103,9 +103,9 @@ def _placement(p: Plan) -> str:
     s: str = p.placement
     if p.llamacpp is not None:
         if p.llamacpp.n_cpu_moe:
-            s += f" (--n-cpu-moe {p.llamacpp.n_cpu_moe})"
+            s += f" --n-cpu-moe {p.llamacpp.n_cpu_moe}"
         elif p.placement == "partial_offload":
-            s += f" (-ngl {p.llamacpp.n_gpu_layers})"
+            s += f" -ngl {p.llamacpp.n_gpu_layers}"
         return s
     assert p.vllm is not None
     if p.vllm.tensor_parallel > 1:
@@ -115,10 +115,9 @@ def _placement(p: Plan) -> str:
     return s
 
 
-def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
+def _table(result: PlanResult) -> None:
     from rich.table import Table
 
-    out = console()
     table = Table(
         "#",
         "variant",
@@ -142,10 +141,26 @@ def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
             tok,
             format_bytes(p.download_bytes),
         )
-    if result.plans:
-        out.print(table)
-        for i, p in enumerate(result.plans, 1):
+    console().print(table)
+
+
+def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
+    out = console()
+    if result.plans and out.width >= 120:
+        _table(result)
+    for i, p in enumerate(result.plans, 1):
+        if out.width < 120:
+            tok = "?" if p.speed.decode_tok_s is None else f"~{p.speed.decode_tok_s:.0f}"
+            out.print(f"{i:>2}. [bold]{p.variant_id}[/bold]  {p.engine}  {_placement(p)}")
+            out.print(
+                f"    ctx {p.ctx:,} (max {(p.max_ctx or 0):,}) · {_memory(p)} · {tok} tok/s"
+                f" · download {format_bytes(p.download_bytes)}",
+                soft_wrap=True,
+            )
+            out.print(f"    {api.up_command(p)}", soft_wrap=True)
+        else:
             out.print(f"{i:>2}  {api.up_command(p)}", soft_wrap=True)
+    if result.plans:
         best = result.plans[0]
         out.print(f"best: #1 — kernel {best.kernel}; {best.speed.basis}", soft_wrap=True)
         for n in best.notes:

@@ -15,6 +15,7 @@ from toolkit.catalog.schema import Architecture
 from toolkit.hardware.model import Gpu, Hardware
 from toolkit.inspect.layout import WeightLayout
 from toolkit.planner import memory as mem
+from toolkit.planner.kv import linear_state_bytes
 from toolkit.planner.speed import DEFAULT_RAM_BW, Part
 from toolkit.planner.types import DeviceMemory
 
@@ -276,6 +277,8 @@ def vllm_gpu(
         max_num_seqs=seqs,
     )
     reasons: list[str] = []
+    # Hybrid models (Gated DeltaNet): a fixed recurrent state per sequence, split over TP.
+    state = int(linear_state_bytes(arch) / tp / pp)
     if terms.budget > free:
         reasons.append(
             f"gpu_memory_utilization {util:.2f} × {total / GiB:.1f} GiB = "
@@ -292,6 +295,14 @@ def vllm_gpu(
         reasons.append(
             f"KV pool holds {terms.kv_tokens:,} tokens per GPU group, needs "
             f"{ctx * concurrency:,} (ctx {ctx:,} × {concurrency})"
+        )
+    elif (
+        state
+        and terms.kv_cache < terms.kv_bytes_per_token * ctx * concurrency + state * concurrency
+    ):
+        reasons.append(
+            f"KV pool {kv / GiB:.1f} GiB cannot hold {concurrency} × ctx {ctx:,} plus the "
+            f"linear-attention state ({state / MiB:.0f} MiB per sequence)"
         )
     devices = []
     parts = []

@@ -474,11 +474,13 @@ def rank_key(plan: Plan, prefer: str) -> tuple[float, ...]:
         bits = min(bits, 16.0)
     speed = plan.speed.decode_tok_s or 0.0
     ctx = float(plan.max_ctx or plan.ctx)
+    # At equal bits, a variant whose files (and so weights) are known ranks first.
+    unknown = 0.0 if plan.download_bytes is not None else 1.0
     if prefer == "speed":
-        return (-speed, -bits, -ctx)
+        return (-speed, -bits, unknown, -ctx)
     if prefer == "context":
-        return (-ctx, -bits, -speed)
-    return (-bits, -speed, -ctx)
+        return (-ctx, -bits, unknown, -speed)
+    return (-bits, unknown, -speed, -ctx)
 
 
 def make_plans(
