@@ -41,7 +41,29 @@ models:
       - quant: q8_0
         format: gguf
         repo: gated-org/Tiny-Gated-GGUF
+      - quant: bf16
+        format: bf16
+        repo: test-org/Tiny-ST
 """
+
+#: A safetensors repo: what a bf16 pull must take, and what it must leave.
+ST_WANTED = {
+    "model-00001-of-00002.safetensors": b"ST1" * 1000,
+    "model-00002-of-00002.safetensors": b"ST2" * 1000,
+    "model.safetensors.index.json": b'{"weight_map": {}}',
+    "config.json": b'{"model_type": "llama"}',
+    "generation_config.json": b"{}",
+    "tokenizer.json": b'{"version": "1.0"}',
+    "tokenizer_config.json": b'{"model_max_length": 8192}',
+    "special_tokens_map.json": b'{"eos_token": "<|im_end|>"}',
+}
+ST_UNWANTED = {
+    "README.md": b"# readme",
+    "consolidated.safetensors": b"dup" * 1000,
+    "onnx/model.onnx": b"onnx",
+    "pytorch_model.bin": b"bin",
+    ".gitattributes": b"*.safetensors filter=lfs",
+}
 
 SPLIT_NAMES = [f"Tiny-Q4_K_M-{i:05d}-of-00003.gguf" for i in (1, 2, 3)]
 
@@ -79,6 +101,7 @@ def hub(
             gated=True,
             tokens=(TOKEN,),
         )
+        server.add_repo("test-org/Tiny-ST", {**ST_WANTED, **ST_UNWANTED})
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
         monkeypatch.delenv("HF_TOKEN", raising=False)
         yield server

@@ -20,6 +20,7 @@ from tests.storefixtures import (  # noqa: F401  (fixtures)
     SMOL_NAME,
     SMOL_SHA256,
     SPLIT_NAMES,
+    ST_WANTED,
     TOKEN,
     hub,
     test_recipe,
@@ -166,6 +167,22 @@ def test_split_gguf_resolved_from_repo_listing(hub: HubServer, smollm2_gguf: Pat
     assert b"".join(p.read_bytes() for p in paths) == smollm2_gguf.read_bytes()
     fetched = {r.path.rsplit("/", 1)[-1] for r in hub.gets("") if "/resolve/" in r.path}
     assert fetched == set(SPLIT_NAMES)  # no decoy, no config.json
+
+
+def test_safetensors_variant_takes_weights_configs_and_tokenizer_only(hub: HubServer) -> None:
+    res = run("pull", "storetest-tiny:bf16", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert sorted(f["name"] for f in doc["files"]) == sorted(ST_WANTED)
+    paths = _locate("storetest-tiny:bf16")
+    assert {p.name: p.read_bytes() for p in paths} == ST_WANTED
+    assert len({p.parent for p in paths}) == 1  # one snapshot folder for the engine
+    fetched = {
+        r.path.split("/resolve/", 1)[1].split("/", 1)[1]
+        for r in hub.gets("")
+        if "/resolve/" in r.path
+    }
+    assert fetched == set(ST_WANTED)
 
 
 @pytest.mark.parametrize(

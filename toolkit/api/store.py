@@ -89,6 +89,7 @@ def bundle(
     with_toolkit: bool = False,
     platforms: tuple[str, ...] = (),
     python_version: str | None = None,
+    offline: bool | None = None,
 ) -> dict[str, Any]:
     from toolkit.store.bundle import BundleOptions, make_bundle
 
@@ -99,6 +100,7 @@ def bundle(
         with_toolkit=with_toolkit,
         platforms=platforms,
         python_version=python_version,
+        offline=offline,
     )
     return make_bundle(pairs, output, opts)
 

@@ -112,6 +112,7 @@ def verify(model: tuple[str, ...], as_json: bool) -> None:
     help="Target pip platform tag for the wheels (e.g. manylinux_2_28_x86_64); default: here.",
 )
 @click.option("--python-version", help="Target Python version for the wheels, e.g. 3.11.")
+@offline_option
 @json_option
 def bundle(
     models: tuple[str, ...],
@@ -121,6 +122,7 @@ def bundle(
     with_toolkit: bool,
     platforms: tuple[str, ...],
     python_version: str | None,
+    offline: bool | None,
     as_json: bool,
 ) -> None:
     """Pack models from the store (and optionally engine and toolkit) for an air-gapped host."""
@@ -132,6 +134,7 @@ def bundle(
         with_toolkit=with_toolkit,
         platforms=platforms,
         python_version=python_version,
+        offline=offline,
     )
     if as_json:
         emit_json(doc)
