@@ -5,12 +5,12 @@ Pure: the same (models, hardware, request, calibration records) give the same re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
-from toolkit.hardware.model import Gpu, Hardware
+from toolkit.hardware.model import Hardware
 from toolkit.inspect.layout import WeightLayout
-from toolkit.planner import compat, placement
+from toolkit.planner import compat, placement, search
 from toolkit.planner.calibrate import apply_calibration
 from toolkit.planner.inputs import ModelInput, VariantInput
 from toolkit.planner.kv import global_kv_bytes_per_token
@@ -64,236 +64,6 @@ def _matches(v: VariantInput, req: PlanRequest) -> bool:
         q = req.quant.lower()
         return v.quant == q or v.format == q or (q in ("int4",) and v.format in ("awq", "gptq"))
     return True
-
-
-# --- llama.cpp --------------------------------------------------------------------------
-
-
-def _llamacpp_search(
-    model: ModelInput,
-    layout: WeightLayout,
-    hw: Hardware,
-    gpus: list[Gpu],
-    req: PlanRequest,
-    ctx: int,
-    kv_dtype: str,
-) -> Evaluated:
-    arch = model.arch
-    n = arch.layers
-    ubatch = req.ubatch or 512
-    slots = max(1, req.concurrency)
-    fa = req.flash_attn != "off"
-
-    def ev(use: list[Gpu], ngl: int, ncm: int, c: int = ctx) -> Evaluated:
-        return placement.llamacpp(
-            arch,
-            layout,
-            hw,
-            use,
-            ngl=ngl,
-            n_cpu_moe=ncm,
-            ctx=c,
-            slots=slots,
-            ubatch=ubatch,
-            kv_dtype=kv_dtype,
-            flash_attn=fa,
-            kv_read_ctx=c // 2,
-        )
-
-    if req.ngl is not None or req.n_cpu_moe is not None:
-        ngl = req.ngl if req.ngl is not None else (n + 1 if gpus else 0)
-        use = gpus
-        if len(gpus) > 1:
-            one = ev(gpus[:1], ngl, req.n_cpu_moe or 0)
-            if one.fits:
-                return one
-        return ev(use, ngl, req.n_cpu_moe or 0)
-    tried: list[Evaluated] = []
-    if gpus:
-        best = max(gpus, key=lambda g: g.free_bytes)
-        e = ev([best], n + 1, 0)
-        if e.fits:
-            return e
-        tried.append(e)
-        if len(gpus) > 1:
-            e = ev(gpus, n + 1, 0)
-            if e.fits:
-                return e
-            tried.append(e)
-        if arch.moe is not None:
-            moe_e = _smallest(lambda k: ev(gpus, n + 1, k), 1, n)
-            if moe_e is not None and moe_e.fits:
-                return moe_e
-            tried.append(moe_e or ev(gpus, n + 1, n))
-        part = _largest(lambda k: ev(gpus, k, 0), 1, n)
-        if part is not None and part.fits:
-            return part
-        if part is not None:
-            tried.append(part)
-    cpu = ev([], 0, 0)
-    if cpu.fits or not tried:
-        return cpu
-    return min([*tried, cpu], key=lambda e: e.shortfall)
-
-
-def _gpus_fit(e: Evaluated) -> bool:
-    return all(d.total_bytes <= d.capacity_bytes for d in e.devices if d.id != "cpu")
-
-
-def _smallest(ev: Callable[[int], Evaluated], lo: int, hi: int) -> Evaluated | None:
-    """The smallest k in [lo, hi] whose GPUs fit (k = layers of experts kept on the CPU)."""
-    if not _gpus_fit(ev(hi)):
-        return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _gpus_fit(ev(mid)):
-            hi = mid
-        else:
-            lo = mid + 1
-    return ev(lo)
-
-
-def _largest(ev: Callable[[int], Evaluated], lo: int, hi: int) -> Evaluated | None:
-    """The largest k in [lo, hi] (layers on GPUs) whose GPUs fit."""
-    if not _gpus_fit(ev(lo)):
-        return None
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _gpus_fit(ev(mid)):
-            lo = mid
-        else:
-            hi = mid - 1
-    return ev(lo)
-
-
-def _llamacpp_max_ctx(
-    model: ModelInput,
-    layout: WeightLayout,
-    hw: Hardware,
-    gpus: list[Gpu],
-    e: Evaluated,
-    req: PlanRequest,
-    kv_dtype: str,
-) -> int:
-    use = gpus if e.ngl > 0 else []
-    if e.placement == "gpu":
-        used_ids = {d.id for d in e.devices}
-        use = [g for g in gpus if g.device_id in used_ids]
-
-    def fits(c: int) -> bool:
-        return placement.llamacpp(
-            model.arch,
-            layout,
-            hw,
-            use,
-            ngl=e.ngl,
-            n_cpu_moe=e.n_cpu_moe,
-            ctx=c,
-            slots=max(1, req.concurrency),
-            ubatch=req.ubatch or 512,
-            kv_dtype=kv_dtype,
-            flash_attn=req.flash_attn != "off",
-            kv_read_ctx=c // 2,
-        ).fits
-
-    lo, hi = 0, model.native_ctx
-    if fits(hi):
-        return hi
-    while hi - lo > 256:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo // 256 * 256
-
-
-# --- vLLM -------------------------------------------------------------------------------
-
-
-def _tp_ok(model: ModelInput, v: VariantInput, tp: int) -> tuple[bool, bool, str]:
-    """(usable, needs expert parallel, reason)."""
-    arch = model.arch
-    if arch.heads % tp:
-        return False, False, f"TP {tp}: {arch.heads} attention heads not divisible"
-    if arch.mla is None and tp > arch.kv_heads and tp % arch.kv_heads:
-        return False, False, f"TP {tp}: {arch.kv_heads} KV heads cannot be replicated evenly"
-    if arch.mla is None and tp < arch.kv_heads and arch.kv_heads % tp:
-        return False, False, f"TP {tp}: {arch.kv_heads} KV heads not divisible"
-    capped = (v.max_tp is not None and tp > v.max_tp) or (
-        v.tp_divides is not None and v.tp_divides % tp
-    )
-    if capped:
-        if arch.moe is not None:
-            return True, True, ""
-        return False, False, f"TP {tp}: recipe allows TP ≤ {v.max_tp} dividing {v.tp_divides}"
-    return True, False, ""
-
-
-def _vllm_search(
-    model: ModelInput,
-    v: VariantInput,
-    layout: WeightLayout,
-    gpus: list[Gpu],
-    req: PlanRequest,
-    ctx: int,
-    kv_dtype: str,
-    notes: list[str],
-) -> Evaluated | str:
-    by_name: dict[str, list[Gpu]] = {}
-    for g in gpus:
-        by_name.setdefault(g.name, []).append(g)
-    group = max(by_name.values(), key=lambda gs: len(gs) * gs[0].total_bytes)
-    count = len(group)
-    # Pure TP first (fewest GPUs that fit); TP × PP only where TP alone cannot divide
-    # the heads (e.g. 8 GPUs for 40 heads: TP 4 × PP 2).
-    layouts: list[tuple[int, int]] = []
-    for w in (1, 2, 4, 8, 16):
-        if w <= count and (req.tp in (None, w)) and _tp_ok(model, v, w)[0]:
-            layouts.append((w, 1))
-    for w in (2, 3, 4, 6, 8, 12, 16):
-        if w > count or (w, 1) in layouts:
-            continue
-        for tp in sorted((d for d in range(1, w) if w % d == 0), reverse=True):
-            if req.tp in (None, tp) and _tp_ok(model, v, tp)[0]:
-                layouts.append((tp, w // tp))
-                break
-    if req.tp is not None and req.tp > count:
-        return f"TP {req.tp} needs {req.tp} GPUs, {count} × {group[0].name} present"
-    util = req.gpu_mem_util or 0.9
-    free_frac = min(g.free_bytes / g.total_bytes for g in group)
-    if req.gpu_mem_util is None and free_frac < util:
-        util = max(0.05, int((free_frac - 0.01) * 100) / 100)
-        notes.append(f"gpu_memory_utilization lowered to {util:.2f}: only that much is free")
-    tried: list[Evaluated] = []
-    why: list[str] = []
-    for tp in (req.tp,) if req.tp else (1, 2, 4, 8, 16):
-        if tp is not None and tp <= count and not _tp_ok(model, v, tp)[0]:
-            why.append(_tp_ok(model, v, tp)[2])
-    for tp, pp in layouts:
-        if pp > 1 and pp > model.arch.layers:
-            continue
-        ep = _tp_ok(model, v, tp)[1]
-        e = placement.vllm_gpu(
-            model.arch,
-            layout,
-            group,
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            util=util,
-            ctx=ctx,
-            concurrency=max(1, req.concurrency),
-            kv_dtype=kv_dtype,
-            batched_tokens=req.max_num_batched_tokens,
-            kv_read_ctx=ctx // 2,
-        )
-        if e.fits:
-            return e
-        tried.append(e)
-    if not tried:
-        return "; ".join(why) or "no usable tensor-parallel size"
-    return min(tried, key=lambda e: e.shortfall)
 
 
 # --- assembling plans ------------------------------------------------------------------
@@ -410,12 +180,12 @@ def _evaluate(
         if not verdict.ok:
             return None, Rejection(v.id, engine, verdict.reason)
         layout = variant_layout(model, v, info)
-        e = _llamacpp_search(model, layout, hw, gpus, req, ctx, kv_dtype)
+        e = search.llamacpp_search(model, layout, hw, gpus, req, ctx, kv_dtype)
         if e.placement == "cpu":
             verdict = compat.llamacpp_cpu(v.format)
         if not e.fits:
             return None, _reject(v, engine, e)
-        max_ctx = _llamacpp_max_ctx(model, layout, hw, gpus, e, req, kv_dtype)
+        max_ctx = search.llamacpp_max_ctx(model, layout, hw, gpus, e, req, kv_dtype)
         return _plan(
             model, v, info, layout, engine, e, verdict, hw, req, ctx, kv_dtype, max_ctx, notes
         ), None
@@ -425,7 +195,7 @@ def _evaluate(
     if gpus:
         verdict = next(vd for g, vd in gverdicts if vd.ok)
         layout = vllm_padded(model.arch, variant_layout(model, v, info), info)
-        found = _vllm_search(model, v, layout, gpus, req, ctx, kv_dtype, notes)
+        found = search.vllm_search(model, v, layout, gpus, req, ctx, kv_dtype, notes)
         if isinstance(found, str):
             return None, Rejection(v.id, engine, found)
         if not found.fits:
