@@ -112,47 +112,75 @@ def _arch_metadata(w: Any, arch: Architecture, context_length: int) -> None:
             w.add_full_attention_interval(local.global_every)
 
 
-def _tokenizer(w: Any, vocab: int, kind: str) -> None:
-    """A vocabulary the engines accept: control tokens, the 256 byte tokens, then fillers.
+def gpt2_byte_chars() -> list[str]:
+    """GPT-2's byte → printable character map (every byte-level BPE vocabulary holds these)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = dict(zip(bs, cs, strict=True))
+    return [chr(table[b]) for b in range(256)]
 
-    kind "gpt2" (Qwen, Llama 3: BPE with merges) or "llama" (SentencePiece with scores).
-    Filler tokens are 7 bytes long on average, like real 150k-token BPE vocabularies.
+
+def _tokenizer(w: Any, vocab: int, kind: str) -> None:
+    """A vocabulary the engines accept, so any text tokenizes.
+
+    kind "llama" (SentencePiece): <unk> <s> </s>, the 256 `<0xNN>` byte tokens, fillers.
+    kind "gpt2" (byte-level BPE as Qwen and Llama 3 use): the 256 byte characters, then
+    tokens built by merges ("a b" → "ab", "ab c" → "abc"), every merge result in the
+    vocabulary, two control tokens at the end.
     """
     if kind == "llama":
         tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
         types = [2, 3, 3] + [6] * 256
-    else:
-        tokens = [bytes([i]).decode("latin-1") for i in range(256)]
-        tokens = [
-            f"Ġ{i:02x}" if not t.isprintable() or t.isspace() else t for i, t in enumerate(tokens)
-        ]
-        types = [1] * 256
-    i = 0
-    while len(tokens) < vocab:
-        tokens.append(f"▁t{i}" if kind == "llama" else f"Ġt{i:05d}")
-        types.append(1)
-        i += 1
-    tokens = tokens[:vocab]
-    types = types[:vocab]
-    if kind == "gpt2":
-        tokens[-2:] = ["<|im_start|>", "<|endoftext|>"]
-        types[-2:] = [3, 3]
-    w.add_tokenizer_model(kind)
-    if kind == "gpt2":
-        w.add_tokenizer_pre("qwen2")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    if kind == "llama":
+        i = 0
+        while len(tokens) < vocab:
+            tokens.append(f"▁t{i}")
+            types.append(1)
+            i += 1
+        tokens, types = tokens[:vocab], types[:vocab]
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
         w.add_token_scores([0.0] * vocab)
         w.add_bos_token_id(1)
         w.add_eos_token_id(2)
         w.add_unk_token_id(0)
-    else:
-        n_merges = max(1, vocab - 256 - 300)
-        w.add_token_merges([f"Ġ t{k:05d}" for k in range(n_merges)])
-        w.add_eos_token_id(vocab - 1)
-        w.add_bos_token_id(vocab - 1)
-        w.add_add_bos_token(False)
+        return
+    chars = gpt2_byte_chars()
+    tokens = list(chars)
+    merges: list[str] = []
+    letters = [c for c in chars if c.isalnum()][:90]
+    want = vocab - 2
+    pairs = ((a, b) for a in letters for b in letters)
+    for a, b in pairs:
+        if len(tokens) >= want:
+            break
+        tokens.append(a + b)
+        merges.append(f"{a} {b}")
+    for stem in list(tokens[256:]):
+        for c in letters:
+            if len(tokens) >= want:
+                break
+            tokens.append(stem + c)
+            merges.append(f"{stem} {c}")
+        if len(tokens) >= want:
+            break
+    tokens = [*tokens[:want], "<|im_start|>", "<|endoftext|>"]
+    types = [1] * want + [3, 3]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_eos_token_id(vocab - 1)
+    w.add_bos_token_id(vocab - 1)
+    w.add_add_bos_token(False)
 
 
 def write_gguf(
