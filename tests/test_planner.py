@@ -306,3 +306,10 @@ def test_cli_plan_text_lists_plans_commands_and_rejections() -> None:
     assert "deploy up qwen3-coder-30b-a3b:q8_0 --engine llamacpp" in res.stdout
     assert "--n-cpu-moe" in res.stdout
     assert "rejected:" in res.stdout and "qwen3-coder-30b-a3b:bf16 (vllm)" in res.stdout
+
+
+def test_spec_without_ram_plans_nothing_in_ram() -> None:
+    result = make_plans("qwen3-coder-30b-a3b", hw="1xrtx4090", calibration=[])
+    assert result.plans and all(p.placement == "gpu" for p in result.plans)
+    q8 = next(r for r in result.rejections if r.variant_id.endswith(":q8_0"))
+    assert "gives no RAM" in q8.reason

@@ -188,24 +188,34 @@ def best_plan(
 
 
 def does_not_fit(model: str, result: PlanResult) -> DoesNotFit:
+    """Exit 3: the closest option, what it needs, and what would make something fit."""
     c = result.closest
     if c is None:
         return DoesNotFit(f"nothing to plan for {model}", hint=f"deploy plan {model} --all")
-    return DoesNotFit(closest_message(c), hint=_hint(model, result))
+    message = closest_message(c)
+    if result.suggestion:
+        message += f"; try {result.suggestion}"
+    return DoesNotFit(message, hint=_hint(model, result))
 
 
 def closest_message(c: Rejection) -> str:
     if c.needs_bytes is not None and c.have_bytes is not None:
         return (
             f"nothing fits; closest is {c.variant_id} on {c.engine}: needs "
-            f"{c.needs_bytes / GiB:.1f} GiB, {c.have_bytes / GiB:.1f} GiB free ({c.reason})"
+            f"{c.needs_bytes / GiB:.1f} GiB, {c.have_bytes / GiB:.1f} GiB usable ({c.reason})"
         )
     return f"nothing fits; {c.variant_id} on {c.engine}: {c.reason}"
 
 
 def _hint(model: str, result: PlanResult) -> str:
-    if result.suggestion:
-        return f"try {result.suggestion}: deploy plan {model} --all"
+    """The next command: the smaller context, else the variant that fits, else --all."""
+    text = result.suggestion or ""
+    ctx = re.search(r"--ctx (\d+)", text)
+    if ctx:
+        return f"deploy plan {model} --ctx {ctx.group(1)}"
+    variant = re.search(r"\(([^()\s]+:[^()\s]+)\)", text)
+    if variant:
+        return f"deploy plan {variant.group(1)}"
     return f"deploy plan {model} --all  (see every rejection)"
 
 

@@ -94,8 +94,8 @@ def _memory(p: Plan) -> str:
     for d in p.memory:
         if d.total_bytes <= 0:
             continue
-        free = d.free_bytes if d.free_bytes is not None else d.capacity_bytes
-        cells.append(f"{d.id} {d.total_bytes / GiB:.1f}/{free / GiB:.1f}G")
+        free = "?" if d.free_bytes is None else f"{d.free_bytes / GiB:.1f}"
+        cells.append(f"{d.id} {d.total_bytes / GiB:.1f}/{free}G")
     return " ".join(cells)
 
 

@@ -185,6 +185,7 @@ def llamacpp(
     else:
         cpu_comp = mem.llamacpp_host_compute_bytes(arch, ubatch=ubatch)
     unified = any(g.unified_memory for g in gpus)
+    ram_known = hw.host.ram_known
     ram_cap = ram_capacity(hw)
     cpu_total = cpu_w + cpu_kv + cpu_comp
     cpu = DeviceMemory(
@@ -194,10 +195,15 @@ def llamacpp(
         cpu_comp,
         0,
         cpu_total,
-        ram_cap,
-        free_bytes=hw.host.ram_available_bytes,
+        ram_cap if ram_known else cpu_total,
+        free_bytes=hw.host.ram_available_bytes if ram_known else None,
     )
     devices.append(cpu)
+    if not ram_known and (not gpus or on_gpu < n or n_cpu_moe > 0):
+        reasons.append(
+            f"needs {cpu_total / GiB:.1f} GiB of RAM for layers or experts on the CPU, and "
+            "the hardware spec gives no RAM (add ram=…)"
+        )
     bw, _ = ram_bandwidth(hw)
     parts.append(Part("cpu (RAM)", cpu_read, bw))
     for d in devices:
@@ -214,7 +220,7 @@ def llamacpp(
             else [f"unified memory: needs {used / GiB:.1f} GiB, {cap / GiB:.1f} GiB usable"]
         )
     needs = sum(d.total_bytes for d in devices)
-    have = sum(d.capacity_bytes for d in devices)
+    have = sum(d.capacity_bytes for d in devices if d.id != "cpu" or hw.host.ram_known)
     shortfall = sum(max(0, d.total_bytes - d.capacity_bytes) for d in devices)
     if not gpus:
         placement = "cpu"
@@ -381,7 +387,7 @@ def vllm_cpu(
     need_kv = per_tok * ctx * concurrency
     kv_space = max(1, -(-need_kv // GiB)) * GiB
     total = layout.total_bytes + kv_space + VLLM_CPU_OVERHEAD
-    cap = ram_capacity(hw)
+    cap = ram_capacity(hw) if hw.host.ram_known else 0
     dev = DeviceMemory(
         "cpu",
         layout.total_bytes,
