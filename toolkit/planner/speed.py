@@ -71,8 +71,8 @@ def decode(
     if flops_per_token and flops:
         prefill = flops * 0.5 / flops_per_token
     basis = (
-        f"estimate: bytes read per token / {int(EFFICIENCY * 100)}% of peak bandwidth; "
-        f"bounded by {slowest}"
+        f"roofline estimate (an upper bound): bytes read per token / "
+        f"{int(EFFICIENCY * 100)}% of peak bandwidth; bounded by {slowest}"
     )
     if ram_assumed:
         basis += f"; RAM bandwidth assumed {DEFAULT_RAM_BW / 1e9:.1f} GB/s"
