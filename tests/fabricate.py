@@ -74,6 +74,8 @@ def _arch_metadata(w: Any, arch: Architecture, context_length: int) -> None:
             w.add_q_lora_rank(m.q_lora_rank)
         w.add_rope_dimension_count(m.qk_rope_head_dim)
         w.add_uint32(f"{w.arch}.expert_gating_func", 2)  # sigmoid: DeepSeek V3
+        w.add_expert_weights_scale(2.5)
+        w.add_expert_weights_norm(True)
     else:
         w.add_key_length(arch.head_dim)
         w.add_value_length(arch.head_dim)
