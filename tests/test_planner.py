@@ -313,3 +313,14 @@ def test_spec_without_ram_plans_nothing_in_ram() -> None:
     assert result.plans and all(p.placement == "gpu" for p in result.plans)
     q8 = next(r for r in result.rejections if r.variant_id.endswith(":q8_0"))
     assert "gives no RAM" in q8.reason
+
+
+def test_quantized_kv_cache_needs_flash_attention() -> None:
+    hw = machine(gpu("RTX 4090", "8.9", 24))
+    on = best_plan("qwen3-coder-30b-a3b:q4_k_m", PlanRequest(kv_dtype="q8_0"), hw=hw)
+    f16 = best_plan("qwen3-coder-30b-a3b:q4_k_m", PlanRequest(kv_dtype="f16"), hw=hw)
+    assert on.memory[0].kv_cache_bytes == f16.memory[0].kv_cache_bytes * 17 // 32
+    res = make_plans(
+        "qwen3-coder-30b-a3b:q4_k_m", PlanRequest(kv_dtype="q8_0", flash_attn="off"), hw=hw
+    )
+    assert not res.plans and "flash attention" in res.rejections[0].reason

@@ -84,7 +84,12 @@ def llamacpp_kv_per_layer(
 def llamacpp_compute_bytes(
     arch: Architecture, *, n_ctx: int, ubatch: int, flash_attn: bool, with_output: bool = True
 ) -> int:
-    """The compute buffer of one backend that runs the whole graph (see module doc)."""
+    """The compute buffer of one backend that runs the whole graph (see module doc).
+
+    llama.cpp sizes it once at start by reserving the worst-case prompt graph
+    (src/llama-context.cpp: graph_reserve(n_tokens, n_seqs, n_outputs = n_tokens) with
+    n_tokens = min(n_ctx, n_ubatch) and the KV cache simulated full)."""
+    ubatch = min(ubatch, n_ctx)
     n_embd = arch.hidden_size
     out = 4 * ubatch * (arch.vocab_size + 2 * n_embd) if with_output else 0
     n_kv = n_ctx

@@ -168,6 +168,11 @@ def _evaluate(
     kv_dtype = _kv_dtype(engine, req)
     if kv_dtype is None:
         return None, Rejection(v.id, engine, f"{engine} has no KV dtype {req.kv_dtype}")
+    if engine == "llamacpp" and kv_dtype in ("q8_0", "q4_0") and req.flash_attn == "off":
+        # llama.cpp refuses a quantized V cache without flash attention (llama-context.cpp)
+        return None, Rejection(
+            v.id, engine, f"a {kv_dtype} KV cache needs flash attention (--flash-attn on)"
+        )
     notes: list[str] = []
     if ctx > model.native_ctx:
         notes.append(f"ctx {ctx:,} is beyond the native {model.native_ctx:,} (needs RoPE scaling)")
