@@ -248,3 +248,29 @@ def test_pull_refuses_when_disk_is_too_small(
         assert hub.gets(SMOL_NAME) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_files_other_tools_downloaded_are_listed_and_verified(hub: HubServer) -> None:
+    """The store is the shared HF cache: a file fetched by plain huggingface_hub (as
+    transformers or `hf download` would) is listed and checked against its blob name."""
+    from huggingface_hub import hf_hub_download
+
+    local = Path(
+        hf_hub_download(
+            "test-org/Tiny-Split-GGUF",
+            "config.json",
+            cache_dir=settings.hf_hub_cache(),
+            endpoint=hub.endpoint,
+        )
+    )
+    (row,) = _models()
+    assert row["source"] == "hf-cache" and row["repo"] == "test-org/Tiny-Split-GGUF"
+    assert row["verified"] == "never" and row["files"] == 1
+    ok = run("verify", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert [c["status"] for c in json.loads(ok.stdout)] == ["ok"]
+    blob = local.resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(b"{ }")
+    bad = run("verify")
+    assert bad.exit_code == 6 and "config.json" in bad.stdout

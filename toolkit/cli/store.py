@@ -57,7 +57,7 @@ def models(as_json: bool) -> None:
         size = r["size"]
         assert isinstance(size, int)
         table.add_row(
-            str(r["variant"]),
+            str(r["variant"] or "(another tool's download)"),
             str(r["repo"] or r["source"]),
             rev,
             str(r["files"]),

@@ -115,13 +115,15 @@ def remove_snapshot_files(repo: str, revision: str, names: list[str]) -> int:
         link = root / check_relpath(name)
         if not (link.exists() or link.is_symlink()):
             continue
-        blob = link.resolve() if link.is_symlink() else None
+        if not link.is_symlink():  # a cache without symlinks holds plain copies
+            freed += link.stat().st_size
+            link.unlink()
+            continue
+        blob = link.resolve()
         link.unlink()
-        if blob is not None and blob.exists() and not _blob_in_use(folder, blob):
+        if blob.exists() and not _blob_in_use(folder, blob):
             freed += blob.stat().st_size
             blob.unlink()
-        elif blob is None:
-            freed += 0
     for d in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
         if not any(d.iterdir()):
             d.rmdir()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from toolkit import settings
 from toolkit.errors import NotFound
 from toolkit.store import cache, records
-from toolkit.store.hashing import sha256_file
+from toolkit.store.hashing import git_blob_sha1, sha256_file
 from toolkit.store.pull import now
 
 
@@ -34,8 +35,69 @@ def state(rec: records.Record) -> str:
     return "present"
 
 
+@dataclass(frozen=True)
+class CachedFile:
+    """A file in the HF cache that no deploy record covers (another tool downloaded it)."""
+
+    repo: str
+    revision: str
+    name: str
+    path: Path
+    #: The blob's name: the sha256 (LFS files) or git blob sha1 (small files) of its bytes.
+    etag: str
+
+
+def unrecorded_files() -> list[CachedFile]:
+    """Snapshot files in the HF cache that deploy has no record of."""
+    covered = {
+        (r.repo, r.revision, f.name)
+        for r in records.all_records()
+        if r.source == "hf"
+        for f in r.files
+    }
+    root = settings.hf_hub_cache()
+    out: list[CachedFile] = []
+    if not root.is_dir():
+        return out
+    for folder in sorted(root.glob("models--*--*")):
+        repo = folder.name.removeprefix("models--").replace("--", "/", 1)
+        snapshots = folder / "snapshots"
+        if not snapshots.is_dir():
+            continue
+        for snap in sorted(p for p in snapshots.iterdir() if p.is_dir()):
+            for link in sorted(snap.rglob("*")):
+                if not link.is_file():
+                    continue
+                name = link.relative_to(snap).as_posix()
+                if (repo, snap.name, name) in covered:
+                    continue
+                etag = link.resolve().name
+                out.append(CachedFile(repo, snap.name, name, link, etag))
+    return out
+
+
 def list_models() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
+    others: dict[tuple[str, str], list[CachedFile]] = {}
+    for cf in unrecorded_files():
+        others.setdefault((cf.repo, cf.revision), []).append(cf)
+    for (repo, revision), files in others.items():
+        rows.append(
+            {
+                "variant": None,
+                "model": None,
+                "source": "hf-cache",
+                "repo": repo,
+                "revision": revision,
+                "files": len(files),
+                "size": sum(f.path.stat().st_size for f in files),
+                "state": "present",
+                "verified": "never",
+                "verified_at": None,
+                "origin": "another tool",
+                "paths": [str(f.path) for f in files],
+            }
+        )
     for rec in records.all_records():
         rows.append(
             {
@@ -90,6 +152,26 @@ def verify(variant_ids: list[str] | None = None) -> list[FileCheck]:
     out: list[FileCheck] = []
     for rec in recs:
         out.extend(check_record(rec))
+    if variant_ids is None:
+        out.extend(check_unrecorded())
+    return out
+
+
+def check_unrecorded() -> list[FileCheck]:
+    """Files other tools put in the cache, checked against their blob names (the hub's
+    sha256 for LFS files, git blob sha1 for small ones)."""
+    out: list[FileCheck] = []
+    for cf in unrecorded_files():
+        size = cf.path.stat().st_size
+        if len(cf.etag) == 64:
+            actual = sha256_file(cf.path)
+        elif len(cf.etag) == 40:
+            actual = git_blob_sha1(cf.path)
+        else:
+            continue  # not a hub etag: nothing to compare with
+        status = "ok" if actual == cf.etag else "sha256"
+        label = f"{cf.repo}@{cf.revision[:12]}"
+        out.append(FileCheck(label, cf.name, str(cf.path), size, cf.etag, status, actual))
     return out
 
 
