@@ -264,6 +264,9 @@ def hf_tensors(arch: Architecture, fmt: str = "bf16") -> list[tuple[str, str, tu
         p = f"model.layers.{i}"
         norm(f"{p}.input_layernorm", h)
         norm(f"{p}.post_attention_layernorm", h)
+        if arch.model_type in ("gemma2", "gemma3"):
+            norm(f"{p}.pre_feedforward_layernorm", h)
+            norm(f"{p}.post_feedforward_layernorm", h)
         a = f"{p}.self_attn"
         if arch.mla is not None:
             m = arch.mla
@@ -286,7 +289,7 @@ def hf_tensors(arch: Architecture, fmt: str = "bf16") -> list[tuple[str, str, tu
             linear(f"{a}.k_proj", kv, h)
             linear(f"{a}.v_proj", kv, h)
             linear(f"{a}.o_proj", h, q)
-            if arch.model_type in ("qwen3", "qwen3_moe"):
+            if arch.model_type in ("qwen3", "qwen3_moe", "gemma3"):
                 norm(f"{a}.q_norm", arch.head_dim)
                 norm(f"{a}.k_norm", arch.head_dim)
         moe = arch.moe

@@ -291,3 +291,20 @@ def test_load_model_source_on_an_fp8_folder(tmp_path: Path) -> None:
     assert src.variant.bits_per_weight is not None and 8.0 < src.variant.bits_per_weight < 8.2
     assert src.model.context.native == 163840
     assert src.layout is not None and src.layout.exact
+
+
+def test_vision_tower_layers_are_not_decoder_layers(tmp_path: Path) -> None:
+    arch = architecture_from_config(GEMMA3_27B_CONFIG)
+    text = [(f"language_model.{n}", d, s) for n, d, s in hf_tensors(arch)]
+    tower = [
+        (f"vision_tower.vision_model.encoder.layers.{i}.mlp.fc1.weight", "BF16", (4304, 1152))
+        for i in range(27)
+    ]
+    tower.append(("multi_modal_projector.mm_input_projection_weight", "BF16", (1152, 5376)))
+    write_safetensors_dir(tmp_path, GEMMA3_27B_CONFIG, text + tower)
+    layout = read_model_dir(tmp_path).layout
+    assert layout is not None
+    text_layers = tuple(2 * p for p in param_breakdown(arch).per_layer)
+    assert layout.per_layer_bytes == text_layers
+    assert layout.other_bytes == 2 * (27 * 4304 * 1152 + 1152 * 5376)
+    assert layout.unloaded_bytes == 0

@@ -41,6 +41,8 @@ _HEAD = re.compile(
     r"(?:^|\.)lm_head\.weight$|^(?:model\.)?(?:language_model\.)?(?:model\.)?norm\.weight$"
 )
 _MTP = re.compile(r"^(?:model\.)?mtp\.")
+#: Encoders and projectors of multimodal checkpoints: loaded, but not decoder layers.
+_TOWER = re.compile(r"(?:vision|visual|audio|image|speech|mm_projector|multi_modal)")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def layout_from_headers(headers: Iterable[Header], arch: Architecture) -> Weight
 
     Tensors of layers at or beyond `arch.layers` (DeepSeek's MTP layer 61) and `mtp.*`
     tensors (Qwen3-Next) go to `unloaded_bytes`: engines skip them without speculative
-    decoding. Vision towers and projectors stay in the total (vLLM loads them).
+    decoding. Vision/audio towers and projectors count as `other` weights (in the total:
+    vLLM loads them), never as decoder layers.
     """
     per_layer = [0] * arch.layers
     experts = [0] * arch.layers
@@ -103,7 +106,7 @@ def layout_from_headers(headers: Iterable[Header], arch: Architecture) -> Weight
                 continue
             begin, end = info["data_offsets"]
             nbytes = int(end) - int(begin)
-            m = _LAYER.search(name)
+            m = None if _TOWER.search(name) else _LAYER.search(name)
             if _MTP.match(name) or (m is not None and int(m.group(1)) >= arch.layers):
                 unloaded += nbytes
                 continue
