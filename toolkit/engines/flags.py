@@ -25,7 +25,7 @@ def parse_help(text: str) -> frozenset[str]:
         for token in tokens:
             m = _FLAG.match(token)
             if m:
-                flags.add(m.group(1))
+                flags.add(m.group(1).rstrip("."))
                 continue
             if token[:1].islower():  # the description has begun
                 break
