@@ -123,3 +123,28 @@ def test_moe_layout_separates_experts() -> None:
     experts = sum(layout.expert_bytes_per_layer)
     assert experts / layout.total_bytes > 0.9
     assert layout.active_bytes is not None and layout.active_bytes < layout.total_bytes / 5
+
+
+def test_block_table_agrees_with_the_gguf_package() -> None:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from toolkit.inspect.ggufmix import GGML_BLOCKS
+
+    for name, block in GGML_BLOCKS.items():
+        assert GGML_QUANT_SIZES[GGMLQuantizationType[name]] == block, name
+
+
+def test_estimating_a_gguf_does_not_import_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from toolkit.inspect.ggufmix import estimate_gguf_layout\n"
+        "from toolkit.catalog.schema import Architecture\n"
+        "a = Architecture(model_type='llama', layers=2, hidden_size=256, heads=4, kv_heads=4,"
+        " head_dim=64, vocab_size=1000, intermediate_size=512)\n"
+        "estimate_gguf_layout(a, 'Q4_K_M')\n"
+        "assert 'numpy' not in sys.modules, 'numpy imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -221,7 +221,32 @@ _FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "Q2_K": "Q4_0", "Q3
 _FALLBACK.update({t: "IQ4_NL" for t in ("IQ4_XS", "IQ3_S", "IQ2_S", "IQ2_XS", "IQ2_XXS")})
 
 
+#: (weights per block, bytes per block) of the types llama-quantize picks, copied from
+#: ggml's type table (the `gguf` package's GGML_QUANT_SIZES; a test checks they agree) so
+#: that planning from a recipe does not import numpy.
+GGML_BLOCKS: dict[str, tuple[int, int]] = {
+    "F32": (1, 4),
+    "F16": (1, 2),
+    "BF16": (1, 2),
+    "Q4_0": (32, 18),
+    "Q4_1": (32, 20),
+    "Q5_0": (32, 22),
+    "Q5_1": (32, 24),
+    "Q8_0": (32, 34),
+    "Q2_K": (256, 84),
+    "Q3_K": (256, 110),
+    "Q4_K": (256, 144),
+    "Q5_K": (256, 176),
+    "Q6_K": (256, 210),
+    "IQ4_NL": (32, 18),
+    "IQ4_XS": (256, 136),
+    "MXFP4": (32, 17),
+}
+
+
 def _block(type_name: str) -> tuple[int, int]:
+    if type_name in GGML_BLOCKS:
+        return GGML_BLOCKS[type_name]
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     return GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
