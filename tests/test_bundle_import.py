@@ -256,3 +256,15 @@ def test_bundle_of_a_model_not_in_the_store_says_pull(test_recipe: Path, tmp_pat
     res = run("bundle", "storetest-tiny:q4_1", "-o", str(tmp_path / "x.tar"))
     assert res.exit_code == 4 and "deploy pull storetest-tiny:q4_1" in res.stderr
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_target_platform_tags_include_older_compatible_manylinux() -> None:
+    from toolkit.store.bundle import expand_platforms
+
+    tags = expand_platforms(("manylinux_2_28_x86_64", "macosx_11_0_arm64"))
+    assert tags[0] == "manylinux_2_28_x86_64"
+    assert {"manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"} <= set(tags)
+    assert "manylinux_2_29_x86_64" not in tags
+    assert "macosx_11_0_arm64" in tags
+    arm = expand_platforms(("manylinux_2_17_aarch64",))
+    assert "manylinux2014_aarch64" in arm and "manylinux2010_aarch64" not in arm

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tarfile
@@ -135,6 +136,31 @@ def project_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "toolkit").is_dir() else None
 
 
+_MANYLINUX = re.compile(r"^manylinux_(?P<major>\d+)_(?P<minor>\d+)_(?P<arch>\w+)$")
+_LEGACY = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
+
+
+def expand_platforms(tags: tuple[str, ...]) -> list[str]:
+    """pip takes `--platform` tags literally: `manylinux_2_28_x86_64` alone rejects the
+    many wheels tagged `manylinux_2_17`. A glibc 2.28 target runs every older manylinux
+    wheel too, so add those tags (and their legacy aliases), as pip does for this machine."""
+    out: list[str] = []
+    for tag in tags:
+        m = _MANYLINUX.match(tag)
+        if m is None or m["major"] != "2":
+            out.append(tag)
+            continue
+        arch = m["arch"]
+        for minor in range(int(m["minor"]), 4, -1):
+            out.append(f"manylinux_2_{minor}_{arch}")
+        for legacy, minor in _LEGACY.items():
+            if int(m["minor"]) >= minor and (
+                legacy == "manylinux2014" or arch in ("x86_64", "i686")
+            ):
+                out.append(f"{legacy}_{arch}")
+    return list(dict.fromkeys(out))
+
+
 def _toolkit_part(plan: _Plan, opts: BundleOptions, tmp: Path) -> dict[str, Any]:
     """deploy's wheel plus every dependency as wheels for the target platform."""
     if is_offline(opts.offline):
@@ -153,7 +179,7 @@ def _toolkit_part(plan: _Plan, opts: BundleOptions, tmp: Path) -> dict[str, Any]
     else:
         req = f"deploy-toolkit=={__version__}"
     cmd = [*pip, "download", "-q", "--only-binary=:all:", "-d", str(wheels)]
-    for tag in opts.platforms:
+    for tag in expand_platforms(opts.platforms):
         cmd += ["--platform", tag]
     if opts.python_version:
         cmd += ["--python-version", opts.python_version]
