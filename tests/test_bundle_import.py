@@ -268,3 +268,36 @@ def test_target_platform_tags_include_older_compatible_manylinux() -> None:
     assert "macosx_11_0_arm64" in tags
     arm = expand_platforms(("manylinux_2_17_aarch64",))
     assert "manylinux2014_aarch64" in arm and "manylinux2010_aarch64" not in arm
+
+
+def test_gzipped_bundle_imports(tmp_path: Path, test_recipe: Path) -> None:
+    plain = write_tar(tmp_path / "ok.tar", [member(ARC, CONTENT)])
+    import gzip
+
+    gz = tmp_path / "ok.tar.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    res = run("import", str(gz))
+    assert res.exit_code == 0, res.stderr
+
+
+def test_import_refuses_when_the_disk_is_too_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    big = bytes(30 * 1024 * 1024)
+    entry = {"path": ARC, "size": len(big), "sha256": hashlib.sha256(big).hexdigest()}
+    bundle = write_tar(tmp_path / "big.tar", [member(ARC, big)], manifest(files=[entry], models=[]))
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mnt)], check=False)
+    if res.returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        monkeypatch.setenv("HF_HUB_CACHE", str(mnt / "hub"))
+        out = run("import", str(bundle))
+        assert out.exit_code == 3, out.stderr
+        assert "free" in out.stderr and "deploy import" in out.stderr
+        assert [p for p in mnt.rglob("*") if p.is_file()] == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

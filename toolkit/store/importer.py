@@ -29,7 +29,7 @@ from toolkit.catalog.schema import PypiSource
 from toolkit.errors import IntegrityError
 from toolkit.store import cache, records
 from toolkit.store.manifest import MANIFEST, MAX_MANIFEST, FileEntry, check_manifest
-from toolkit.store.pull import now
+from toolkit.store.pull import check_disk, now
 
 CHUNK = 4 * 1024 * 1024
 
@@ -66,7 +66,7 @@ class _Staged:
 
 def _stage(path: Path, staging: Path) -> _Staged:
     try:
-        with tarfile.open(path, mode="r|") as tar:
+        with tarfile.open(path, mode="r|*") as tar:
             return _stage_members(tar, staging)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise _refuse(f"could not read {path.name} as a complete tar ({exc})") from exc
@@ -88,6 +88,12 @@ def _stage_members(tar: tarfile.TarFile, staging: Path) -> _Staged:
         listed: dict[str, FileEntry] = check_manifest(manifest)
     except IntegrityError as exc:
         raise _refuse(exc.message) from exc
+    check_disk(
+        sum(e.size for e in listed.values()),
+        staging,
+        "this bundle",
+        retry="deploy import BUNDLE.tar",
+    )
     staged: dict[str, Path] = {}
     index = 0
     while (member := tar.next()) is not None:

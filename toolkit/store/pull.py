@@ -65,12 +65,14 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
-def check_disk(need: int, where: Path, vid: str) -> None:
+def check_disk(need: int, where: Path, what: str, retry: str | None = None) -> None:
+    """DoesNotFit (exit 3) when `need` bytes are more than the free space at `where`."""
     free = free_bytes(where)
     if need > free:
         raise DoesNotFit(
-            f"{vid} needs {format_bytes(need)} more on {where}, only {format_bytes(free)} free",
-            hint="free space, or point HF_HUB_CACHE at a bigger disk, then: deploy pull " + vid,
+            f"{what} needs {format_bytes(need)} more on {where}, only {format_bytes(free)} free",
+            hint="free space, or point HF_HUB_CACHE at a bigger disk, then: "
+            + (retry or f"deploy pull {what}"),
         )
 
 
