@@ -265,12 +265,33 @@ def choose_port(host: str, port: int | None) -> int:
     raise Conflict(f"no free port found on {host}")
 
 
-def child_env(launch: Launch, run_dir: Path) -> dict[str, str]:
+#: Longest TMPDIR that leaves room for the unix sockets engines make in it (vLLM: ZMQ
+#: `ipc://$TMPDIR/<uuid4>`; sun_path holds 107 bytes, a uuid4 takes 37 with the slash).
+MAX_TMPDIR_LEN = 64
+
+
+def child_env(launch: Launch, run_dir: Path) -> tuple[dict[str, str], Path | None]:
+    """The engine's environment, and a short scratch dir made for it when the run's own
+    temp dir is too deep for unix socket paths (removed by `deploy stop`)."""
     base = {k: v for k, v in os.environ.items() if k not in _INHERITED_KEY_VARS}
     tmp = run_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     base["TMPDIR"] = str(tmp)
-    return launch.process_env(base)
+    env = launch.process_env(base)
+    scratch = None
+    if len(env["TMPDIR"]) > MAX_TMPDIR_LEN:
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="deploy-", dir="/tmp"))
+        env["TMPDIR"] = str(scratch)
+    return env, scratch
+
+
+def remove_scratch(record: RunRecord) -> None:
+    if record.scratch_dir:
+        import shutil
+
+        shutil.rmtree(record.scratch_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- up
@@ -344,6 +365,7 @@ def up(
             )
         if existing is not None:  # stale: the server died; its group may hold children
             process.stop_group(existing.pgid, existing.pid)
+            remove_scratch(existing)
             records.remove(existing)
         port = choose_port(opts.host, opts.port)
         launch = launch_for(port)
@@ -373,7 +395,12 @@ def up(
             tls=tls is not None,
             plan=plan.to_dict(),
         )
-        proc = process.spawn(launch.argv, child_env(launch, rdir), log, rdir)
+        env, scratch = child_env(launch, rdir)
+        proc = process.spawn(launch.argv, env, log, rdir)
+        if scratch is not None:
+            record = replace(
+                record, scratch_dir=str(scratch), env={**record.env, "TMPDIR": str(scratch)}
+            )
         record = replace(
             record, pid=proc.pid, pgid=proc.pid, create_time=process.create_time(proc.pid)
         )
@@ -535,6 +562,7 @@ def stop(name: str | None, *, all_runs: bool = False) -> list[Stopped]:
         with records.lock():
             current = records.find(rec.name)
             if current is not None and current.pid == rec.pid:
+                remove_scratch(current)
                 records.remove(current)
         out.append(Stopped(rec.name, outcome))
     return out

@@ -50,8 +50,13 @@ def served_context(probe: Probe, client: Any) -> tuple[int | None, str]:
     r = client.get(f"{probe.base_url}/v1/models")
     r.raise_for_status()
     for m in r.json().get("data", []):
-        if m.get("id") == probe.model and isinstance(m.get("max_model_len"), int):
+        if m.get("id") != probe.model:
+            continue
+        if isinstance(m.get("max_model_len"), int):  # vLLM
             return int(m["max_model_len"]), "/v1/models max_model_len"
+        meta = m.get("meta") or {}
+        if isinstance(meta.get("n_ctx"), int):  # llama-server: per slot
+            return int(meta["n_ctx"]), "/v1/models meta.n_ctx (per slot)"
     r = client.get(f"{probe.base_url}/props")
     if r.status_code == 200:
         settings = r.json().get("default_generation_settings") or {}

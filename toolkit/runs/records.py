@@ -66,6 +66,8 @@ class RunRecord:
     ready_at: float | None = None
     error: str | None = None
     tls: bool = False
+    #: A short temp dir made for the engine outside the run dir (unix socket path limit).
+    scratch_dir: str | None = None
     plan: dict[str, Any] = field(default_factory=dict)
     schema: int = RECORD_SCHEMA
 
@@ -166,9 +168,5 @@ def all_records() -> list[RunRecord]:
 
 
 def remove(record: RunRecord) -> None:
-    """Forget a run: its record goes; the log stays beside it as `server.log.<time>`."""
-    d = Path(record.run_dir)
-    (d / RECORD_FILE).unlink(missing_ok=True)
-    log = d / LOG_FILE
-    if log.exists():
-        log.replace(d / f"{LOG_FILE}.{int(record.started_at)}")
+    """Forget a run: its record goes; the log stays (`deploy logs` still reads it)."""
+    (Path(record.run_dir) / RECORD_FILE).unlink(missing_ok=True)
