@@ -16,6 +16,7 @@ installer makes concurrent sessions wait for one build instead of starting two.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,8 +110,36 @@ print("converted", out)
 def smollm2_safetensors(vllm_engine: InstalledEngine, smollm2_gguf: Path) -> Path:
     """SmolLM2-135M-Instruct as a safetensors folder, converted once from the GGUF."""
     target = CACHE / "models" / "SmolLM2-135M-Instruct-safetensors"
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
-        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Another test session (another helper, another CI job) may convert at the same time:
+    # one converts under the lock, the others wait and reuse; nothing replaces a complete
+    # folder another session may be serving from.
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if not _complete(target):
+            _convert(vllm_engine, smollm2_gguf, target)
+    return target
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _convert(vllm_engine: InstalledEngine, gguf: Path, target: Path) -> None:
+    import os
+    import shutil
+
     python = vllm_engine.python
     assert python is not None
     have = subprocess.run(
@@ -121,16 +150,13 @@ def smollm2_safetensors(vllm_engine: InstalledEngine, smollm2_gguf: Path) -> Pat
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "accelerate", "gguf"], check=True
         )
-    partial = target.with_name(target.name + ".partial")
-    import shutil
-
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    _log(f"converting {smollm2_gguf.name} to safetensors (about a minute)")
+    _log(f"converting {gguf.name} to safetensors (about a minute)")
     subprocess.run(
-        [str(python), "-c", _CONVERT, str(smollm2_gguf), str(partial)],
+        [str(python), "-c", _CONVERT, str(gguf), str(partial)],
         check=True,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(CACHE)},
     )
-    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover, never a complete one
     partial.replace(target)
-    return target
