@@ -246,4 +246,10 @@ def test_vllm_cpu_serves_the_launch(
     log = tmp_path / "vllm.log"
     for _ in start(launch, log, timeout=400):
         assert_private_and_answers(launch)
+        root = f"http://127.0.0.1:{launch.port}"
+        # vLLM's own check covers /v1 only; deploy's guard covers the rest
+        body = {"model": launch.served_model_name, "prompt": "Hi", "max_tokens": 1}
+        assert httpx.post(f"{root}/invocations", json=body, timeout=30).status_code == 401
+        assert httpx.post(f"{root}/tokenize", json=body, timeout=30).status_code == 401
+        assert httpx.get(f"{root}/health", timeout=30).status_code == 200
     assert "CPU KV cache size" in log.read_text(errors="replace")

@@ -108,6 +108,8 @@ class Launch:
     notes: tuple[str, ...] = ()
     #: Folders the engine expects to exist (vLLM's TMPDIR and caches in the run dir).
     dirs: tuple[Path, ...] = ()
+    #: Small files the engine imports, written at start (vLLM's key guard middleware).
+    files: Mapping[Path, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -119,10 +121,16 @@ class Launch:
     def process_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The full environment for the child: base (default os.environ) + env + secrets.
 
-        Call it when starting the process: it reads the secret files and creates `dirs`.
+        Call it when starting the process: it reads the secret files, creates `dirs` and
+        writes `files`.
         """
         for d in self.dirs:
             d.mkdir(parents=True, exist_ok=True)
+        for path, text in self.files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
         merged = dict(os.environ if base is None else base)
         merged.update(self.env)
         for var, path in self.secret_env.items():
@@ -144,6 +152,7 @@ class Launch:
             "health_path": self.health_path,
             "ready_path": self.ready_path,
             "notes": list(self.notes),
+            "files": sorted(str(p) for p in self.files),
         }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from toolkit.engines import vllm_guard
 from toolkit.engines.base import InstalledEngine, Launch, TlsFiles, private_env
 from toolkit.engines.serving import RecipeServing, render_flags
 from toolkit.errors import EngineError, UsageError
@@ -133,6 +134,10 @@ def vllm_launch(
     argv += render_flags(serving.flags)
     if tls is not None:
         argv += ["--ssl-keyfile", str(tls.key), "--ssl-certfile", str(tls.cert)]
+    # vLLM checks the key only under /v1 (POST /invocations runs inference without it):
+    # deploy's guard requires it on every path but /health.
+    guard_dir = run_dir / "guard"
+    argv += ["--middleware", vllm_guard.MIDDLEWARE]
 
     env = private_env(online)
     cache = run_dir / "cache"
@@ -143,6 +148,8 @@ def vllm_launch(
             "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"),
             "TRITON_CACHE_DIR": str(cache / "triton"),
             "TMPDIR": str(run_dir / "tmp"),
+            # only deploy's guard module: nothing from the caller's PYTHONPATH
+            "PYTHONPATH": str(guard_dir),
         }
     )
     if cpu:
@@ -165,4 +172,5 @@ def vllm_launch(
         secret_env={"VLLM_API_KEY": api_key_file},
         notes=tuple(notes),
         dirs=(run_dir / "tmp", cache / "vllm", cache / "torchinductor", cache / "triton"),
+        files={guard_dir / f"{vllm_guard.MODULE}.py": vllm_guard.SOURCE},
     )
