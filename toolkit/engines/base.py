@@ -63,7 +63,7 @@ class InstalledEngine:
     home: Path | None = None
     origin: Origin = "installed"
     #: Flags the engine's own --help lists; empty when not known (then argv is unchecked).
-    flags: frozenset[str] = frozenset()
+    flags: frozenset[str] = field(default=frozenset(), repr=False)
     #: Free-form facts from the install (source, build seconds, cmake args).
     details: Mapping[str, Any] = field(default_factory=dict)
 
