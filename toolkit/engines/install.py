@@ -379,12 +379,34 @@ def install_llamacpp_python(
             details={"cmake_args": env["CMAKE_ARGS"], "install_seconds": seconds, "spec": spec},
         )
         write_record(staging, engine)
+        write_flags(staging, python_server_flags(python, log))
         _replace_dir(staging, home)
         _fix_venv_paths(home / "venv", staging / "venv")
         progress(f"llama-cpp-python {version} installed in {seconds:.0f} s")
         found = read_record(home)
         assert found is not None
         return found
+
+
+def python_server_flags(python: Path, log: Path) -> frozenset[str]:
+    """llama_cpp.server's flags from its argparse --help (it imports llama_cpp: a check
+    that the built library loads)."""
+    proc = subprocess.run(
+        [str(python), "-m", "llama_cpp.server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+    flags = parse_help(proc.stdout)
+    if proc.returncode != 0 or "--n_ctx" not in flags:
+        raise EngineError(
+            f"llama_cpp.server does not start (--help exit {proc.returncode}); see {log}",
+            hint="deploy engines install llamacpp-python --force",
+        )
+    return flags
 
 
 def _fix_venv_paths(venv: Path, old: Path) -> None:
