@@ -134,7 +134,10 @@ class Launch:
         merged = dict(os.environ if base is None else base)
         merged.update(self.env)
         for var, path in self.secret_env.items():
-            merged[var] = path.read_text(encoding="utf-8").strip().splitlines()[0]
+            lines = path.read_text(encoding="utf-8").split()
+            if not lines:
+                raise EngineError(f"the API key file {path} is empty")
+            merged[var] = lines[0]
         return merged
 
     def redacted(self) -> dict[str, Any]:
