@@ -223,7 +223,7 @@ def parse_vllm_log(text: str) -> LogMemory:
 
 # --- llama.cpp --------------------------------------------------------------------------
 
-_L_VERSION = re.compile(r"\bbuild(?:\s*=|:)\s*(\d+)\s*\(([0-9a-f]+)\)")
+_L_VERSION = re.compile(r"\bbuild(?:\s*[=:])?\s+(\d+)\s*\(([0-9a-f]+)\)")
 _L_MODEL_BUF = re.compile(
     r"(?:load_tensors|llm_load_tensors):\s+(\S+)\s+(?:model\s+)?buffer size\s*=\s*([\d.]+)\s*MiB"
 )
@@ -231,7 +231,7 @@ _L_KV_BUF = re.compile(r":\s+(\S+)\s+(?:KV|RS) buffer size\s*=\s*([\d.]+)\s*MiB"
 _L_COMPUTE_BUF = re.compile(r":\s+(\S+)\s+(?:compute|output) buffer size\s*=\s*([\d.]+)\s*MiB")
 _L_KV_SIZE = re.compile(
     r"llama_kv_cache\w*:\s+size\s*=\s*([\d.]+)\s*MiB\s*\(\s*(\d+)\s+cells,\s*\d+\s+layers,"
-    r"\s*(\d+)(?:/\d+)?\s+seqs[^)]*\),\s*K\s*\((\w+)\)"
+    r"\s*(\d+)(?:/(\d+))?\s+seqs[^)]*\),\s*K\s*\((\w+)\)"
 )
 _L_KV_SELF = re.compile(r"KV self size\s*=\s*([\d.]+)\s*MiB,\s*K\s*\((\w+)\)")
 _L_CTX = re.compile(
@@ -275,8 +275,10 @@ def parse_llamacpp_log(text: str) -> LogMemory:
             acc.add(acc.compute, llamacpp_device(m.group(1)), round(_num(m.group(2)) * MiB))
             evidence.append(line.strip())
         elif m := _L_KV_SIZE.search(line):
-            kv_cells = max(kv_cells or 0, int(m.group(2)))
-            kv_dtype = kv_dtype or m.group(4)
+            # "N cells … a/b seqs": b streams of N cells each when the KV is not unified.
+            cells = int(m.group(2)) * int(m.group(4) or 1)
+            kv_cells = max(kv_cells or 0, cells)
+            kv_dtype = kv_dtype or m.group(5)
             evidence.append(line.strip())
         elif m := _L_KV_SELF.search(line):
             kv_dtype = kv_dtype or m.group(2)
