@@ -292,3 +292,24 @@ def test_cli_bench_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_run_is_not_found() -> None:
     res = run("bench", "no-such-run", "--duration", "0.1")
     assert res.exit_code == 4, res.stderr
+
+
+def test_llama_server_timing_lines_from_a_real_log() -> None:
+    text = (Path(__file__).parent / "fixtures/logs/llamacpp-cpu-smollm2-timings.log").read_text()
+    timings = bench.parse_llamacpp_timings(text)
+    assert [(t.prompt_tokens, t.eval_tokens) for t in timings] == [(1, 1), (94, 2), (40, 2)]
+    assert timings[1].prompt_ms == 6129.49 and timings[1].eval_ms == 471.50
+    summary = bench.engine_timings(timings)
+    assert summary is not None and summary.requests == 3
+    # eval_ms 0.00 (one token) is left out of the rate, not divided by.
+    assert summary.decode_tok_s == pytest.approx((2 / 0.4715 + 2 / 5.89186) / 2)
+
+
+def test_log_tail_reads_only_new_text(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("old line\n")
+    tail = bench.LogTail(log)
+    assert tail() == ""
+    with log.open("a") as fh:
+        fh.write("new line\n")
+    assert tail() == "new line\n" and tail() == ""
