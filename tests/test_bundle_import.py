@@ -250,6 +250,9 @@ def test_bundle_from_store_imports_on_a_fresh_machine(
     ]
     assert run("verify").exit_code == 0
     assert hub.requests == []
+    saved = tmp_path / "target-home" / "plans" / "bundle.json"
+    assert json.loads(saved.read_text()) == {"engine": "llamacpp", "ctx": 2048}
+    assert f"deploy up --plan {saved}" in " ".join(json.loads(res.stdout)["installed"])
 
 
 def test_bundle_of_a_model_not_in_the_store_says_pull(test_recipe: Path, tmp_path: Path) -> None:

@@ -249,6 +249,19 @@ def _install_wheels(staged: _Staged, placer: _Placer) -> str | None:
     return f"toolkit wheels: {dest} (pip install --no-index --find-links {dest} deploy-toolkit)"
 
 
+def _save_plan(staged: _Staged, bundle: Path) -> str | None:
+    """The bundle's plan, written where `deploy up --plan` can take it."""
+    plan = staged.manifest.get("plan")
+    if plan is None:
+        return None
+    dest = settings.home() / "plans" / f"{bundle.name.split('.')[0] or 'bundle'}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_text(json.dumps(plan, indent=2))
+    os.replace(tmp, dest)
+    return f"plan: {dest} (run it: deploy up --plan {dest})"
+
+
 def import_bundle(path: Path) -> dict[str, Any]:
     root = settings.hf_hub_cache()
     root.mkdir(parents=True, exist_ok=True)
@@ -261,6 +274,7 @@ def import_bundle(path: Path) -> dict[str, Any]:
             notes = [_install_engine(staged, placer), _install_wheels(staged, placer)]
             for rec in recs:
                 records.save(rec)
+            notes.append(_save_plan(staged, path))
         except BaseException:
             placer.rollback()
             raise
