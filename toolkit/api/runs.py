@@ -127,7 +127,7 @@ def make_plan(model: str, opts: UpOptions) -> Plan:
 def model_files(plan: Plan) -> Path:
     """The local file or folder the engine loads, or NotFound naming how to get it."""
     if plan.model_path:
-        path = Path(plan.model_path).expanduser()
+        path = Path(plan.model_path).expanduser().resolve()  # the engine runs elsewhere
         if not path.exists():
             raise NotFound(
                 f"model file {path} does not exist",
