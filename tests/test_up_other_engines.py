@@ -23,7 +23,12 @@ def _exercise(name: str, home: Path, doc: dict[str, Any]) -> None:
     model = doc["served_model_name"]
     reply = client.chat.completions.create(
         model=model,
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        messages=[
+            {
+                "role": "user",
+                "content": "What is the capital of France? Answer in one short sentence.",
+            }
+        ],
         max_tokens=24,
         temperature=0,
     )

@@ -1,0 +1,135 @@
+"""`deploy up` failure paths, one test each, against the real llama-server where a server
+is involved: the right exit code, a message naming the cause and the next command, and
+nothing left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clihelp import run
+from tests.upfixtures import pids_in_group, smollm2_plan, write_plan
+
+pytestmark = [pytest.mark.engine, pytest.mark.llamacpp]
+
+
+def _binary(llama_server: Any) -> str:
+    return str(getattr(llama_server, "path", llama_server))
+
+
+def _up(llama_server: Any, *args: str) -> Any:
+    return run("up", *args, "--llama-server", _binary(llama_server))
+
+
+def test_port_already_taken(llama_server: Any, smollm2_gguf: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = _up(llama_server, str(smollm2_gguf), "--port", str(port))
+    assert res.exit_code == 7
+    assert f"port {port} on 127.0.0.1 is already in use" in res.stderr
+    assert f"pid {os.getpid()}" in res.stderr  # who holds it
+    assert json.loads(run("ps", "--json").stdout) == []
+
+
+def test_model_file_missing(llama_server: Any, smollm2_gguf: Path, tmp_path: Path) -> None:
+    plan = smollm2_plan(smollm2_gguf, ctx=512)
+    gone = replace(plan, model_path=str(tmp_path / "moved-away.gguf"))
+    res = _up(llama_server, "--plan", str(write_plan(gone, tmp_path / "plan.json")))
+    assert res.exit_code == 4
+    assert "moved-away.gguf does not exist" in res.stderr
+
+
+def test_recipe_files_not_pulled(llama_server: Any) -> None:
+    res = _up(llama_server, "smollm2-135m:q4_1")
+    assert res.exit_code == 4, res.stderr
+    assert "deploy pull smollm2-135m:q4_1" in res.stderr
+
+
+def test_engine_not_installed(tmp_path: Path, smollm2_gguf: Path, monkeypatch: Any) -> None:
+    import importlib.util
+
+    monkeypatch.setenv("DEPLOY_ENGINES_DIR", str(tmp_path / "no-engines"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    res = run("up", str(smollm2_gguf), "--ctx", "512")
+    if importlib.util.find_spec("llama_cpp") is None:  # no fallback in this interpreter
+        assert res.exit_code == 5, res.stderr
+        assert "neither the native llama-server nor llama-cpp-python" in res.stderr
+        assert "deploy engines install llamacpp" in res.stderr
+        assert "deploy engines install llamacpp-python" in res.stderr
+    res = run("up", str(smollm2_gguf), "--llama-server", str(tmp_path / "llama-server"))
+    assert res.exit_code == 5
+    assert "llama-server does not exist" in res.stderr
+    assert "deploy engines install llamacpp" in res.stderr
+
+
+def test_engine_exits_during_startup(llama_server: Any, tmp_path: Path, smollm2_gguf: Path) -> None:
+    plan = smollm2_plan(smollm2_gguf, ctx=512)
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + os.urandom(4096))  # a GGUF header that is garbage
+    plan_file = write_plan(replace(plan, model_path=str(broken)), tmp_path / "plan.json")
+    res = _up(llama_server, "--plan", str(plan_file), "--name", "broken")
+    assert res.exit_code == 5
+    assert "failed to start" in res.stderr and "Likely cause: a model file" in res.stderr
+    assert "Last " in res.stderr and "lines of" in res.stderr  # the log tail is shown
+    assert "deploy logs broken" in res.stderr
+    (row,) = json.loads(run("ps", "--json").stdout)
+    assert row["state"] == "dead" and row["error"]
+    assert run("stop", "broken").exit_code == 0
+    assert json.loads(run("ps", "--json").stdout) == []
+
+
+def test_sigkill_then_ps_and_stop(llama_server: Any, smollm2_gguf: Path) -> None:
+    res = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--name", "victim", "--json")
+    assert res.exit_code == 0, res.stderr
+    pid = json.loads(res.stdout)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        (row,) = json.loads(run("ps", "--json").stdout)
+        if row["state"] == "dead":
+            break
+        time.sleep(0.1)
+    assert row["state"] == "dead" and row["rss_bytes"] is None
+    assert "dead" in run("ps").stdout
+    res = run("stop", "victim")
+    assert res.exit_code == 0 and "not running" in res.stdout
+    assert json.loads(run("ps", "--json").stdout) == []
+    assert pids_in_group(pid) == []
+
+
+def test_plan_does_not_fit_free_memory(
+    llama_server: Any, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    import psutil
+
+    plan = smollm2_plan(smollm2_gguf, ctx=512)
+    huge = 4 * psutil.virtual_memory().total
+    memory = tuple(replace(m, total_bytes=huge) for m in plan.memory)
+    plan_file = write_plan(replace(plan, memory=memory), tmp_path / "plan.json")
+    res = _up(llama_server, "--plan", str(plan_file), "--name", "toobig")
+    assert res.exit_code == 3
+    assert "does not fit the memory free now" in res.stderr and "--force" in res.stderr
+    assert json.loads(run("ps", "--json").stdout) == []  # nothing started
+    forced = _up(llama_server, "--plan", str(plan_file), "--name", "toobig", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert "STARTING ANYWAY" in forced.stderr
+    assert run("stop", "toobig").exit_code == 0
+
+
+def test_dry_run_redacts_the_key(llama_server: Any, smollm2_gguf: Path) -> None:
+    res = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--dry-run")
+    assert res.exit_code == 0, res.stderr
+    assert "--api-key-file" in res.stdout and "HF_HUB_OFFLINE=1" in res.stdout
+    assert "--host 127.0.0.1" in res.stdout
+    assert "sk-deploy-" not in res.stdout
+    assert json.loads(run("ps", "--json").stdout) == []

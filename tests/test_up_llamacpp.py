@@ -1,0 +1,206 @@
+"""`deploy up` on the real native llama-server with the real SmolLM2-135M GGUF.
+
+One server (4 slots) for the whole module; the official `openai` client talks to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.clihelp import run
+from tests.upfixtures import LiveRun, deploy_env, pids_in_group, read_key
+
+pytestmark = [pytest.mark.engine, pytest.mark.llamacpp]
+
+SLOTS = 4
+CTX = 2048
+
+
+def _binary(llama_server: Any) -> str:
+    return str(getattr(llama_server, "path", llama_server))
+
+
+@pytest.fixture(scope="module")
+def live(
+    llama_server: Any, smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveRun]:
+    home = tmp_path_factory.mktemp("up-home")
+    with deploy_env(home):
+        res = run(
+            "up", str(smollm2_gguf), "--ctx", str(CTX), "--concurrency", str(SLOTS),
+            "--name", "smol", "--llama-server", _binary(llama_server), "--json",
+        )  # fmt: skip
+        assert res.exit_code == 0, res.stderr
+        doc = json.loads(res.stdout)
+        from toolkit.api.runs import records
+        from toolkit.planner.types import Plan
+
+        plan = Plan.from_dict(records.load("smol").plan)
+    live = LiveRun(
+        home=home,
+        name="smol",
+        base_url=doc["base_url"],
+        model=doc["served_model_name"],
+        key=read_key(home, "smol"),
+        pid=doc["pid"],
+        port=doc["port"],
+        plan=plan,
+    )
+    yield live
+    with deploy_env(home):
+        run("stop", "--all")
+
+
+def _client(live: LiveRun) -> Any:
+    from openai import OpenAI
+
+    return OpenAI(base_url=live.base_url, api_key=live.key, max_retries=0, timeout=120)
+
+
+def test_plan_has_four_slots(live: LiveRun) -> None:
+    assert live.plan.llamacpp is not None and live.plan.llamacpp.slots == SLOTS
+    props = httpx.get(
+        f"{live.base_url.removesuffix('/v1')}/props",
+        headers={"Authorization": f"Bearer {live.key}"},
+    ).json()
+    assert props["total_slots"] == SLOTS
+
+
+def test_openai_client_chat(live: LiveRun) -> None:
+    reply = _client(live).chat.completions.create(
+        model=live.model,
+        messages=[
+            {
+                "role": "user",
+                "content": "What is the capital of France? Answer in one short sentence.",
+            }
+        ],
+        max_tokens=24,
+        temperature=0,
+    )
+    text = reply.choices[0].message.content or ""
+    assert "Paris" in text, text
+
+
+def test_openai_client_stream(live: LiveRun) -> None:
+    stream = _client(live).chat.completions.create(
+        model=live.model,
+        messages=[{"role": "user", "content": "Count from one to five."}],
+        max_tokens=24,
+        stream=True,
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len([p for p in pieces if p]) > 3  # many deltas, not one blob
+    assert "".join(pieces).strip()
+
+
+def test_four_concurrent_clients(live: LiveRun) -> None:
+    def ask(i: int) -> tuple[float, float, str]:
+        client = _client(live)
+        t0 = time.monotonic()
+        if i % 2:
+            stream = client.chat.completions.create(
+                model=live.model,
+                messages=[{"role": "user", "content": f"Say a word about the number {i}."}],
+                max_tokens=32,
+                stream=True,
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        else:
+            reply = client.chat.completions.create(
+                model=live.model,
+                messages=[{"role": "user", "content": f"Say a word about the number {i}."}],
+                max_tokens=32,
+            )
+            text = reply.choices[0].message.content or ""
+        return t0, time.monotonic(), text
+
+    with ThreadPoolExecutor(SLOTS) as pool:
+        results = list(pool.map(ask, range(SLOTS)))
+    assert all(text.strip() for _, _, text in results)
+    # All four were in flight together (each started before any finished).
+    assert max(start for start, _, _ in results) < min(end for _, end, _ in results)
+
+
+def test_request_without_key_is_rejected(live: LiveRun) -> None:
+    body = {"model": live.model, "messages": [{"role": "user", "content": "hi"}]}
+    url = f"{live.base_url}/chat/completions"
+    assert httpx.post(url, json=body).status_code == 401
+    wrong = {"Authorization": "Bearer sk-deploy-wrong"}
+    assert httpx.post(url, json=body, headers=wrong).status_code == 401
+    from openai import AuthenticationError, OpenAI
+
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=live.base_url, api_key="nope", max_retries=0).chat.completions.create(
+            model=live.model, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+        )
+
+
+def test_key_never_on_command_line_or_in_logs(live: LiveRun) -> None:
+    cmdline = Path(f"/proc/{live.pid}/cmdline").read_bytes().decode()
+    assert live.key not in cmdline
+    assert "--api-key-file" in cmdline
+    run_dir = next((live.home / "runs").iterdir())
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            assert live.key not in f.read_text(errors="replace"), f
+    with deploy_env(live.home):
+        assert live.key not in run("ps", "--json").stdout
+        assert live.key not in run("logs", live.name, "-n", "1000").stdout
+
+
+def test_ps_shows_ready(live: LiveRun) -> None:
+    with deploy_env(live.home):
+        res = run("ps", "--json")
+        table = run("ps")
+    assert res.exit_code == 0
+    (row,) = json.loads(res.stdout)
+    assert row["name"] == live.name and row["state"] == "ready"
+    assert row["pid"] == live.pid and row["port"] == live.port and row["engine"] == "llamacpp"
+    assert row["engine_version"]
+    assert row["rss_bytes"] > 50 * 2**20  # the model is loaded
+    assert "ready" in table.stdout and live.name in table.stdout
+
+
+def test_check_passes(live: LiveRun) -> None:
+    with deploy_env(live.home):
+        res = run("check", live.name, "--json")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    verdicts = {c["name"]: c["verdict"] for c in doc["checks"]}
+    assert verdicts["context"] == "pass" and verdicts["chat"] == "pass"
+    assert f"plan {CTX:,}" in doc["checks"][0]["detail"]
+
+
+def test_up_twice_same_name_refused(live: LiveRun, llama_server: Any, smollm2_gguf: Path) -> None:
+    with deploy_env(live.home):
+        res = run("up", str(smollm2_gguf), "--name", live.name, "--llama-server",
+                  _binary(llama_server))  # fmt: skip
+    assert res.exit_code == 7
+    assert f"pid {live.pid}" in res.stderr and live.base_url in res.stderr
+    assert f"deploy stop {live.name}" in res.stderr
+
+
+def test_stop_leaves_no_process(
+    llama_server: Any, smollm2_gguf: Path, tmp_path: Path, isolated_env: Path
+) -> None:
+    res = run("up", str(smollm2_gguf), "--ctx", "512", "--name", "brief", "--llama-server",
+              _binary(llama_server), "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    pid = json.loads(res.stdout)["pid"]
+    assert pids_in_group(pid) == [pid]
+    stop = run("stop", "brief")
+    assert stop.exit_code == 0 and "terminated" in stop.stdout
+    assert pids_in_group(pid) == []
+    assert run("ps", "--json").stdout.strip() == "[]"
+    again = run("stop", "brief")  # idempotent
+    assert again.exit_code == 0 and "not running" in again.stdout
+    assert run("logs", "brief", "-n", "5").exit_code == 0  # the log outlives the run
