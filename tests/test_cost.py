@@ -219,3 +219,46 @@ def test_cost_through_the_real_planner() -> None:
     assert doc["plan"]["variant_id"] == plan.variant_id
     assert doc["self_output_usd_mtok"] == pytest.approx(0.40 / (expected * 3600) * 1e6)
     assert doc["break_even_mtok_day"] == pytest.approx(9.60 / 0.30)
+
+
+def test_cost_prefers_a_saved_bench_of_the_same_plan() -> None:
+    """A bench result saved for the plan's variant on the plan's hardware supplies the
+    speeds (marked measured) instead of the planner's estimate."""
+    import threading
+
+    from tests.test_bench import FakeOpenAI
+    from toolkit import bench
+    from toolkit.api import bench as api
+    from toolkit.api.plan import best_plan
+
+    hw = "1xrtx4090,ram=64G"
+    plan = best_plan("qwen3-coder-30b", hw=hw)
+    srv = FakeOpenAI()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        target = bench.Target(srv.base_url, "fake", api_key=srv.key)
+        settings, levels = bench.run_bench(
+            target, concurrency=[1, 2], prompt_tokens=64, output_tokens=10, duration_s=0.4,
+            timeout_s=10,
+        )  # fmt: skip
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    result = bench.BenchResult(
+        target={"url": srv.base_url},
+        settings=settings,
+        levels=levels,
+        created="2026-11-29T12:00:00Z",
+        model_key=plan.variant_id,
+        hardware_key=plan.hardware["fingerprint"],
+    )
+    api.save_result(result, "fake")
+    best = max(levels, key=lambda lv: lv.throughput_tok_s)
+    res = run("cost", "qwen3-coder-30b", "--hw", hw, "--gpu-hour-usd", "0.40", "--json")
+    assert res.exit_code == 0, res.stderr
+    speed = json.loads(res.stdout)["speed"]
+    assert speed["source"] == "measured" and "deploy bench" in speed["basis"]
+    assert speed["decode_tok_s"] == pytest.approx(best.throughput_tok_s)
+    single = levels[0]
+    assert single.ttft_s.p50 is not None
+    assert speed["prefill_tok_s"] == pytest.approx(64 / single.ttft_s.p50)
