@@ -104,6 +104,7 @@ def main() -> int:
     if not args.model.exists():
         print(f"no model at {args.model}: run the tests once (they fetch it)", file=sys.stderr)
         return 4
+    load_before = os.getloadavg()
     home = Path(tempfile.mkdtemp(prefix="up-bench-"))
     env = dict(os.environ, DEPLOY_HOME=str(home))
     env.setdefault("DEPLOY_ENGINES_DIR", str(ROOT / ".cache" / "engines"))
@@ -172,7 +173,8 @@ def main() -> int:
     best = max(rows[1:], key=lambda r: r["decode_tok_s"])
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpu_count": cores, "platform": platform.platform()},
+        "machine": {"cpu_count": cores, "platform": platform.platform(),
+                    "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": os.getloadavg()},
         "engine": {"name": installed.name, "version": installed.version,
                    "path": str(installed.path)},
         "model": str(args.model),
