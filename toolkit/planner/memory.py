@@ -4,14 +4,8 @@ llama.cpp (what it logs at start: model / KV / compute buffer sizes per backend)
 - KV cells: full-attention layers hold n_ctx cells (ctx per slot × slots); sliding-window
   layers hold PAD(min(n_ctx, n_swa × n_seq + n_ubatch), 256) cells
   (src/llama-kv-cache-iswa.cpp); linear-attention layers hold a fixed state per sequence.
-- Compute buffer: ggml's graph allocator reuses memory, so the buffer is the peak of the
-  largest phase of one ubatch-sized graph (all f32):
-    output  = 4·ubatch·(n_vocab + 2·n_embd)             (logits for every token)
-    attn    = 4·ubatch·(n_kv·(n_head + 1) + 6·n_embd)   (KQ matrix + mask, no flash-attn)
-    attn_fa = 4·ubatch·(1.5·n_kv + 6·n_embd)            (f32 mask + its f16 copy)
-    ffn     = 4·ubatch·(3·n_ff + n_embd)                (MoE: top_k × 3·n_ff_exp)
-  Checked against the engine's own log for SmolLM2-135M (98.25 / 99.38 / 166.38 MiB at
-  n_ctx 512 / 2048 / 8192): predicted 98.25 / 98.25 / 166.75 MiB.
+- Compute buffer: the attention mask plus the largest phase of the worst-case prompt
+  graph (see `llamacpp_compute_bytes`), checked against the engine's own logs.
 vLLM (GPU): see `vllm_terms`.
 """
 
@@ -82,27 +76,61 @@ def llamacpp_kv_per_layer(
 
 
 def llamacpp_compute_bytes(
-    arch: Architecture, *, n_ctx: int, ubatch: int, flash_attn: bool, with_output: bool = True
+    arch: Architecture,
+    *,
+    n_ctx: int,
+    ubatch: int,
+    flash_attn: bool,
+    with_output: bool = True,
+    n_outputs: int | None = None,
+    slots: int = 1,
 ) -> int:
-    """The compute buffer of one backend that runs the whole graph (see module doc).
+    """The compute buffer of one backend that runs the whole graph.
 
     llama.cpp sizes it once at start by reserving the worst-case prompt graph
-    (src/llama-context.cpp: graph_reserve(n_tokens, n_seqs, n_outputs = n_tokens) with
-    n_tokens = min(n_ctx, n_ubatch) and the KV cache simulated full)."""
-    ubatch = min(ubatch, n_ctx)
+    (src/llama-context.cpp: graph_reserve with n_tokens = min(n_ctx, n_ubatch) and the KV
+    cache simulated full); ggml's allocator reuses memory between ops, so the buffer is
+    the attention mask (a graph input, alive throughout) plus the largest phase (f32):
+      mask   = ubatch × (n_kv + sliding-window cells) × (2 bytes with flash-attn, else 4)
+      attn   = [no flash-attn: ubatch × n_kv × n_head (KQ)] + ubatch × (5·n_embd +
+               2·kv_heads·head_dim) (q, k, v, attention output, residual)
+      ffn    = ubatch × (3·n_ff + 3·n_embd)   (MoE: top_k × n_ff_exp + shared experts)
+      output = n_outputs × n_vocab (logits) + ubatch × n_embd
+    n_outputs: llama-server reserves logits for one token per sequence (`slots`);
+    llama-cpp-python for every token of the ubatch (pass n_outputs=ubatch).
+    Checked against llama-server logs for dense/GQA, MoE and sliding-window GGUFs at
+    n_ctx 512–8192 with flash-attn on and off (tests/test_planner_llamacpp.py), and
+    against llama-cpp-python's log for SmolLM2 (tests/test_planner.py)."""
+    ub = min(ubatch, n_ctx)
     n_embd = arch.hidden_size
-    out = 4 * ubatch * (arch.vocab_size + 2 * n_embd) if with_output else 0
     n_kv = n_ctx
-    if flash_attn:
-        attn = 4 * ubatch * (1.5 * n_kv + 6 * n_embd)
-    else:
-        attn = 4 * ubatch * (n_kv * (arch.heads + 1) + 6 * n_embd)
+    kinds = layer_kinds(arch)
+    swa_cells = 0
+    local = arch.local_attention
+    if "sliding" in kinds and local is not None and local.window is not None:
+        swa_cells = min(n_ctx, _pad(min(n_ctx, local.window * slots + ubatch), 256))
+    mask = ub * (n_kv + swa_cells) * (2 if flash_attn else 4)
+    kv_dim = (
+        arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim
+        if arch.mla is not None
+        else 2 * arch.kv_heads * arch.head_dim
+    )
+    extra = 5 * n_embd + kv_dim
+    if arch.model_type.startswith("gemma"):
+        extra += n_embd // 2  # sandwich norms: one more residual-sized tensor alive
+    attn = 4 * ub * extra + (0 if flash_attn else 4 * ub * n_kv * arch.heads)
     if arch.moe is not None:
-        ffn = 4 * ubatch * (arch.moe.experts_per_token * 3 * arch.moe.expert_intermediate_size)
-        ffn += 4 * ubatch * (n_embd + 2 * arch.moe.experts)
+        moe = arch.moe
+        shared = moe.shared_expert_intermediate_size or (
+            moe.expert_intermediate_size * moe.shared_experts
+        )
+        n_ff = moe.experts_per_token * moe.expert_intermediate_size + shared
     else:
-        ffn = 4 * ubatch * (3 * (arch.intermediate_size or 4 * n_embd) + n_embd)
-    return int(max(out, attn, ffn))
+        n_ff = arch.intermediate_size or 4 * n_embd
+    ffn = 4 * ub * (3 * n_ff + 3 * n_embd)
+    outs = ub if n_outputs is None else min(n_outputs, ub)
+    out = 4 * outs * arch.vocab_size + 4 * ub * n_embd if with_output else 0
+    return int(mask + max(attn, ffn, out))
 
 
 def llamacpp_host_compute_bytes(arch: Architecture, *, ubatch: int) -> int:

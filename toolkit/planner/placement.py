@@ -168,6 +168,8 @@ def llamacpp(
             ubatch=ubatch,
             flash_attn=flash_attn,
             with_output=output_on_gpu and k == len(gpus) - 1,
+            n_outputs=slots,
+            slots=slots,
         )
         total = g_w[k] + g_kv[k] + comp
         dev = DeviceMemory(
@@ -180,7 +182,13 @@ def llamacpp(
     cpu_runs = on_gpu < n or n_cpu_moe > 0 or not output_on_gpu
     if cpu_runs:
         cpu_comp = mem.llamacpp_compute_bytes(
-            arch, n_ctx=n_ctx, ubatch=ubatch, flash_attn=flash_attn, with_output=not output_on_gpu
+            arch,
+            n_ctx=n_ctx,
+            ubatch=ubatch,
+            flash_attn=flash_attn,
+            with_output=not output_on_gpu,
+            n_outputs=slots,
+            slots=slots,
         )
     else:
         cpu_comp = mem.llamacpp_host_compute_bytes(arch, ubatch=ubatch)
