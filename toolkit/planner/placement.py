@@ -21,10 +21,11 @@ from toolkit.planner.types import DeviceMemory
 
 GiB = 1024**3
 MiB = 1024**2
-#: Reserve kept free on each GPU for llama.cpp: CUDA context and driver allocations that
-#: its logged buffers do not include.
+#: Reserve kept free on each GPU for llama.cpp (CUDA context and driver allocations that
+#: its logged buffers do not include): the margin llama.cpp's own `--fit` keeps, 1024 MiB
+#: per device ("will leave N >= 1024 MiB of free device memory" in its log).
 GPU_RESERVE = 1 * GiB
-#: RAM kept free for the OS and the engine process itself.
+#: RAM kept free for the OS and the engine process itself (the same --fit margin).
 RAM_RESERVE = 1 * GiB
 #: vLLM CPU backend: process memory besides weights and KV (torch, compiled kernels);
 #: measured 3.2–3.8 GiB RSS for SmolLM2-135M fp32 with a 1 GiB KV space on this machine.
