@@ -78,7 +78,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run(server: InstalledEngine, gguf: Path, n_ctx: int, fa: str, log: Path) -> Logged:
+def _run(
+    server: InstalledEngine, gguf: Path, n_ctx: int, fa: str, log: Path, slots: int = 1
+) -> Logged:
     argv = [
         str(server.path),
         "-m",
@@ -86,7 +88,7 @@ def _run(server: InstalledEngine, gguf: Path, n_ctx: int, fa: str, log: Path) ->
         "-c",
         str(n_ctx),
         "-np",
-        "1",
+        str(slots),
         "-ub",
         "512",
         "-b",
@@ -168,4 +170,24 @@ def test_buffers_match_llama_server(
     )
     assert abs(kv / MiB - logged.kv) < 0.01
     assert abs(model / MiB - logged.model) / logged.model <= 0.01
+    assert abs(comp / MiB - logged.compute) / logged.compute <= 0.03
+
+
+@pytest.mark.parametrize("fa", ["off", "on"])
+@pytest.mark.parametrize("shape", ["dense-gqa-48l", "swa-gemma3"])
+def test_buffers_with_four_slots(
+    llama_server: InstalledEngine, ggufs: dict[str, Path], tmp_path: Path, shape: str, fa: str
+) -> None:
+    """-np 4: llama-server splits the KV into one stream per slot (kv_unified = false)."""
+    arch = SHAPES[shape]
+    logged = _run(llama_server, ggufs[shape], 8192, fa, tmp_path / "server.log", slots=4)
+    kv = sum(mem.llamacpp_kv_per_layer(arch, n_ctx=8192, slots=4, ubatch=512, kv_dtype="f16"))
+    comp = mem.llamacpp_compute_bytes(
+        arch, n_ctx=8192, ubatch=512, flash_attn=fa == "on", n_outputs=4, slots=4
+    )
+    print(
+        f"{shape} np=4 fa={fa}: kv {kv / MiB:.2f}/{logged.kv:.2f} "
+        f"compute {comp / MiB:.2f}/{logged.compute:.2f}"
+    )
+    assert abs(kv / MiB - logged.kv) < 0.01
     assert abs(comp / MiB - logged.compute) / logged.compute <= 0.03

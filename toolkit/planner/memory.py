@@ -46,13 +46,14 @@ def llamacpp_kv_per_layer(
     slots: int,
     ubatch: int,
     kv_dtype: str,
-    unified: bool = True,
+    unified: bool = False,
 ) -> list[int]:
     """KV bytes llama.cpp allocates for each layer (n_ctx is the total over all slots).
 
-    Unified KV (one buffer shared by all slots; llama-server's default) holds
-    PAD(n_swa × slots + ubatch, 256) sliding-window cells; split KV (`--no-kv-unified`)
-    holds one stream per slot, each PAD(n_swa + ubatch, 256) cells."""
+    Split KV (one stream per slot; llama-server's default, logged as kv_unified = false)
+    holds per slot n_ctx / slots full-attention cells and PAD(n_swa + ubatch, 256)
+    sliding-window cells; unified KV (`--kv-unified`) holds n_ctx cells and
+    PAD(n_swa × slots + ubatch, 256) sliding-window cells in one buffer."""
     elem = layer_token_elems(arch) * KV_DTYPE_BYTES[kv_dtype]
     kinds = layer_kinds(arch)
     n_linear = kinds.count("linear")
@@ -84,6 +85,7 @@ def llamacpp_compute_bytes(
     with_output: bool = True,
     n_outputs: int | None = None,
     slots: int = 1,
+    unified: bool = False,
 ) -> int:
     """The compute buffer of one backend that runs the whole graph.
 
@@ -91,7 +93,8 @@ def llamacpp_compute_bytes(
     (src/llama-context.cpp: graph_reserve with n_tokens = min(n_ctx, n_ubatch) and the KV
     cache simulated full); ggml's allocator reuses memory between ops, so the buffer is
     the attention mask (a graph input, alive throughout) plus the largest phase (f32):
-      mask   = ubatch × (n_kv + sliding-window cells) × (2 bytes with flash-attn, else 4)
+      mask   = ubatch × (n_kv + sliding-window cells of one KV stream) × (2 bytes with
+               flash-attn, else 4)
       attn   = [no flash-attn: ubatch × n_kv × n_head (KQ)] + ubatch × (5·n_embd +
                2·kv_heads·head_dim) (q, k, v, attention output, residual)
       ffn    = ubatch × (3·n_ff + 3·n_embd)   (MoE: top_k × n_ff_exp + shared experts)
@@ -103,12 +106,15 @@ def llamacpp_compute_bytes(
     against llama-cpp-python's log for SmolLM2 (tests/test_planner.py)."""
     ub = min(ubatch, n_ctx)
     n_embd = arch.hidden_size
-    n_kv = n_ctx
+    # Split KV: each of the `slots` streams sees its own cells and ubatch/slots tokens, so
+    # the mask totals ubatch × (cells of one stream).
+    n_kv = n_ctx if unified or slots <= 1 else n_ctx // slots
     kinds = layer_kinds(arch)
     swa_cells = 0
     local = arch.local_attention
     if "sliding" in kinds and local is not None and local.window is not None:
-        swa_cells = min(n_ctx, _pad(min(n_ctx, local.window * slots + ubatch), 256))
+        per = local.window * (slots if unified else 1) + ubatch
+        swa_cells = min(n_kv, _pad(min(n_kv, per), 256))
     mask = ub * (n_kv + swa_cells) * (2 if flash_attn else 4)
     kv_dim = (
         arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim

@@ -107,7 +107,7 @@ def llamacpp(
     caps = [max(0, g.free_bytes - GPU_RESERVE) for g in gpus]
     total_cap = sum(caps) or 1
     kv_layers = mem.llamacpp_kv_per_layer(
-        arch, n_ctx=n_ctx, slots=slots, ubatch=ubatch, kv_dtype=kv_dtype
+        arch, n_ctx=n_ctx, slots=slots, ubatch=ubatch, kv_dtype=kv_dtype, unified=False
     )
     experts = layout.expert_bytes_per_layer or tuple(0 for _ in range(n))
     # Contiguous layer ranges per GPU, balanced by the bytes each layer leaves on a GPU
@@ -171,6 +171,7 @@ def llamacpp(
             with_output=output_on_gpu and k == len(gpus) - 1,
             n_outputs=slots,
             slots=slots,
+            unified=False,
         )
         total = g_w[k] + g_kv[k] + comp
         dev = DeviceMemory(
@@ -190,6 +191,7 @@ def llamacpp(
             with_output=not output_on_gpu,
             n_outputs=slots,
             slots=slots,
+            unified=False,
         )
     else:
         cpu_comp = mem.llamacpp_host_compute_bytes(arch, ubatch=ubatch)
