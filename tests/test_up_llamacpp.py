@@ -204,3 +204,34 @@ def test_stop_leaves_no_process(
     again = run("stop", "brief")  # idempotent
     assert again.exit_code == 0 and "not running" in again.stdout
     assert run("logs", "brief", "-n", "5").exit_code == 0  # the log outlives the run
+
+
+def test_foreground_ctrl_c_stops_the_server(
+    llama_server: Any, smollm2_gguf: Path, isolated_env: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "up", str(smollm2_gguf), "--ctx", "512", "--name",
+         "fg", "--foreground", "--llama-server", _binary(llama_server)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("Ready"):
+            break
+    assert seen and seen[-1].startswith("Ready"), "".join(seen) + (
+        proc.stderr.read() if proc.stderr else ""
+    )
+    (row,) = json.loads(run("ps", "--json").stdout)
+    assert row["state"] == "ready"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "fg: terminated" in err
+    assert pids_in_group(row["pid"]) == []
+    assert json.loads(run("ps", "--json").stdout) == []
