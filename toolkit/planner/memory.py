@@ -140,9 +140,12 @@ def llamacpp_compute_bytes(
 
 
 def llamacpp_host_compute_bytes(arch: Architecture, *, ubatch: int) -> int:
-    """Host-side compute buffer when every layer runs on a GPU: input embeddings and
-    the copies between backends (4·ubatch·n_embd × 2)."""
-    return 8 * ubatch * arch.hidden_size
+    """Host-side (CUDA_Host) compute buffer when every layer runs on GPUs. Published CUDA
+    logs show 12.01 MiB at ubatch 512 for models as different as GLM-4.5 (n_embd 4096,
+    ggml-org/llama.cpp#14939) and a Gemma-2 class model (n_embd 2304, SciSharp/LLamaSharp
+    #1099), so it is taken as 12 MiB per 512 ubatch tokens, not as a function of size."""
+    del arch
+    return int(12.01 * MiB * ubatch / 512)
 
 
 # --- vLLM --------------------------------------------------------------------------------
