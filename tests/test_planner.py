@@ -327,3 +327,22 @@ def test_quantized_kv_cache_needs_flash_attention() -> None:
         "qwen3-coder-30b-a3b:q4_k_m", PlanRequest(kv_dtype="q8_0", flash_attn="off"), hw=hw
     )
     assert not res.plans and "flash attention" in res.rejections[0].reason
+
+
+def test_plan_path_imports_no_heavy_modules() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from toolkit.cli.main import main\n"
+        "try:\n"
+        "    main(['plan', 'qwen3-coder', '--hw', '1xrtx4090,ram=64G', '--json'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'vllm', 'llama_cpp', 'transformers') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert "HEAVY=" in res.stderr and res.stderr.rsplit("HEAVY=", 1)[1] == ""
+    assert json.loads(res.stdout)["plans"]
