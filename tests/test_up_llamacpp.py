@@ -235,3 +235,41 @@ def test_foreground_ctrl_c_stops_the_server(
     assert "fg: terminated" in err
     assert pids_in_group(row["pid"]) == []
     assert json.loads(run("ps", "--json").stdout) == []
+
+
+def test_tls_and_the_printed_snippets_work(
+    llama_server: Any, smollm2_gguf: Path, tmp_path: Path, isolated_env: Path
+) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a self-signed certificate")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    res = run("up", str(smollm2_gguf), "--ctx", "512", "--name", "tls", "--tls-cert", str(cert),
+              "--tls-key", str(key), "--llama-server", _binary(llama_server), "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["base_url"].startswith("https://127.0.0.1:")
+    snippet = subprocess.run(
+        [sys.executable, "-c", doc["snippets"]["python"]],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert snippet.returncode == 0, snippet.stderr
+    assert snippet.stdout.strip()
+    curl = subprocess.run(
+        ["bash", "-c", doc["snippets"]["curl"]], capture_output=True, text=True, timeout=300
+    )
+    if shutil.which("curl"):
+        assert json.loads(curl.stdout)["choices"][0]["message"]["content"]
+    with pytest.raises(httpx.HTTPError):  # plain HTTP is not served
+        httpx.get(doc["base_url"].replace("https://", "http://") + "/models", timeout=10)
+    assert run("check", "tls").exit_code == 0
+    assert run("stop", "tls").exit_code == 0

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from toolkit.runs.ready import Probe, auth_headers
+from toolkit.runs.ready import Probe, auth_headers, tls_verify
 
 Verdict = Literal["pass", "fail", "unknown"]
 
@@ -150,7 +150,7 @@ def check_server(
     """Run every check against a live server."""
     import httpx
 
-    verify: str | bool = probe.verify or True
+    verify = tls_verify(probe)
     with httpx.Client(headers=auth_headers(probe.key), timeout=timeout, verify=verify) as client:
         items = [check_context(probe, client, expected_ctx), check_chat(probe, client)]
         if tool_calling:

@@ -7,6 +7,7 @@ Also here: the log tail and the likely cause of a failed start, read from the lo
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,11 +44,18 @@ def auth_headers(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+def tls_verify(probe: Probe) -> ssl.SSLContext | bool:
+    """Trust the server's own certificate when it has one; else the system's CAs."""
+    if probe.verify:
+        return ssl.create_default_context(cafile=probe.verify)
+    return True
+
+
 def probe_once(probe: Probe, timeout: float = 30.0) -> str:
     """One readiness probe. Returns "ready" or raises NotReady(phase)."""
     import httpx
 
-    verify: str | bool = probe.verify or True
+    verify = tls_verify(probe)
     with httpx.Client(headers=auth_headers(probe.key), timeout=timeout, verify=verify) as client:
         try:
             r = client.get(f"{probe.base_url}/v1/models", timeout=5.0)
