@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 from toolkit.catalog.schema import Architecture
 from toolkit.errors import NotFound, UsageError
 from toolkit.inspect.ggufarch import architecture_from_gguf, context_from_gguf
-from toolkit.inspect.layout import WeightLayout, compute_active_bytes
+from toolkit.inspect.layout import REPACK_TYPES, WeightLayout, compute_active_bytes
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -279,27 +279,42 @@ def layout_from_tensors(
     Layers at or beyond `arch.layers` (DeepSeek/GLM next-token-prediction blocks that
     llama.cpp flags to skip) go to `unloaded_bytes`.
     """
+    entries = ((t.name, t.type_name, t.nbytes, len(t.shape)) for t in tensors)
+    return layout_from_entries(entries, arch, exact=True)
+
+
+def layout_from_entries(
+    entries: Iterable[tuple[str, str, int, int]], arch: Architecture, *, exact: bool
+) -> WeightLayout:
+    """WeightLayout from (llama.cpp tensor name, ggml type, bytes, dimensions) entries."""
     per_layer = [0] * arch.layers
     experts = [0] * arch.layers
-    embedding = output = other = unloaded = 0
+    repack = [0] * arch.layers
+    embedding = output = other = unloaded = repack_other = 0
     dtype: dict[str, int] = {}
-    for t in tensors:
-        m = _LAYER.match(t.name)
+    for name, type_name, nbytes, ndims in entries:
+        repacked = type_name in REPACK_TYPES and ndims >= 2 and name != "token_embd.weight"
+        m = _LAYER.match(name)
         if m is not None:
             i = int(m.group(1))
             if i >= arch.layers:
-                unloaded += t.nbytes
+                unloaded += nbytes
                 continue
-            per_layer[i] += t.nbytes
-            if "_exps" in t.name:
-                experts[i] += t.nbytes
-        elif t.name.startswith("token_embd."):
-            embedding += t.nbytes
-        elif t.name.startswith(("output.", "output_norm.")):
-            output += t.nbytes
+            per_layer[i] += nbytes
+            if "_exps" in name:
+                experts[i] += nbytes
+            if repacked:
+                repack[i] += nbytes
         else:
-            other += t.nbytes
-        dtype[t.type_name] = dtype.get(t.type_name, 0) + t.nbytes
+            if name.startswith("token_embd."):
+                embedding += nbytes
+            elif name.startswith(("output.", "output_norm.")):
+                output += nbytes
+            else:
+                other += nbytes
+            if repacked:
+                repack_other += nbytes
+        dtype[type_name] = dtype.get(type_name, 0) + nbytes
     total = sum(per_layer) + embedding + output + other
     moe = arch.moe
     return WeightLayout(
@@ -308,7 +323,7 @@ def layout_from_tensors(
         expert_bytes_per_layer=tuple(experts),
         embedding_bytes=embedding,
         output_bytes=output,
-        exact=True,
+        exact=exact,
         dtype_bytes=dtype,
         active_bytes=compute_active_bytes(
             total_bytes=total,
@@ -319,6 +334,8 @@ def layout_from_tensors(
             experts_per_token=moe.experts_per_token if moe else None,
         ),
         unloaded_bytes=unloaded,
+        repack_bytes_per_layer=tuple(repack),
+        repack_bytes_other=repack_other,
     )
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from toolkit.catalog.schema import Architecture
 from toolkit.errors import UsageError
-from toolkit.inspect.layout import WeightLayout, compute_active_bytes
+from toolkit.inspect.layout import WeightLayout
 from toolkit.inspect.params import is_moe_layer
 
 
@@ -394,37 +394,10 @@ def gguf_quant_tensors(arch: Architecture, ftype: str) -> list[tuple[TensorSpec,
 
 def estimate_gguf_layout(arch: Architecture, ftype: str) -> WeightLayout:
     """Weight layout of a GGUF of `arch` made by llama-quantize with `ftype` (simulated)."""
-    per_layer = [0] * arch.layers
-    experts = [0] * arch.layers
-    embedding = output = 0
-    dtype: dict[str, int] = {}
-    for spec, type_name, nbytes in gguf_quant_tensors(arch, ftype):
-        i = _layer(spec.name)
-        if i >= 0:
-            per_layer[i] += nbytes
-            if "_exps" in spec.name:
-                experts[i] += nbytes
-        elif spec.name == "token_embd.weight":
-            embedding += nbytes
-        else:
-            output += nbytes
-        dtype[type_name] = dtype.get(type_name, 0) + nbytes
-    total = sum(per_layer) + embedding + output
-    moe = arch.moe
-    return WeightLayout(
-        total_bytes=total,
-        per_layer_bytes=tuple(per_layer),
-        expert_bytes_per_layer=tuple(experts),
-        embedding_bytes=embedding,
-        output_bytes=output,
-        exact=False,
-        dtype_bytes=dtype,
-        active_bytes=compute_active_bytes(
-            total_bytes=total,
-            embedding_bytes=embedding,
-            tied_embeddings=arch.tied_embeddings,
-            expert_bytes_per_layer=tuple(experts),
-            experts=moe.experts if moe else None,
-            experts_per_token=moe.experts_per_token if moe else None,
-        ),
+    from toolkit.inspect.gguf import layout_from_entries
+
+    entries = (
+        (spec.name, type_name, nbytes, len(spec.shape))
+        for spec, type_name, nbytes in gguf_quant_tensors(arch, ftype)
     )
+    return layout_from_entries(entries, arch, exact=False)

@@ -37,6 +37,17 @@ class WeightLayout:
     #: llama.cpp skips, MTP weights vLLM ignores without speculative decoding). Not in
     #: total_bytes; still on disk.
     unloaded_bytes: int = 0
+    #: GGUF only: bytes of each layer's matmul weights in the types ggml's CPU backend
+    #: repacks (REPACK_TYPES). On an x86-64 AVX2 build llama.cpp copies these into an
+    #: extra "CPU_REPACK model buffer" (anonymous memory) on top of the mapped file, for
+    #: the layers that run on the CPU. Empty when unknown (safetensors, estimates).
+    repack_bytes_per_layer: tuple[int, ...] = ()
+    #: The same for tensors outside the layers (output head).
+    repack_bytes_other: int = 0
+
+    @property
+    def repack_bytes(self) -> int:
+        return sum(self.repack_bytes_per_layer) + self.repack_bytes_other
 
     @property
     def layer_bytes_total(self) -> int:
@@ -48,6 +59,14 @@ class WeightLayout:
         return max(
             0, self.total_bytes - self.layer_bytes_total - self.embedding_bytes - self.output_bytes
         )
+
+
+#: Tensor types ggml's CPU backend repacks for its matmuls, measured on llama.cpp 0c1e570
+#: (llama-cpp-python 0.3.36 sdist, GGML_NATIVE=OFF, x86-64 AVX2) with
+#: scripts/bench/planner_accuracy.py: the logged CPU_REPACK buffer equalled the bytes of
+#: the Q4_0 and Q4_K tensors other than token_embd (read by row lookup, never repacked);
+#: Q8_0, Q4_1, Q5_0, Q5_K and Q6_K tensors were not repacked.
+REPACK_TYPES: frozenset[str] = frozenset({"Q4_0", "Q4_K"})
 
 
 def compute_active_bytes(
