@@ -147,14 +147,15 @@ def test_measures_what_the_server_does(server: FakeOpenAI) -> None:
     assert one.errors == 0 and four.errors == 0
     assert one.requests >= 1 and four.requests >= 4
     assert one.output_tokens == 20 * one.requests
-    # TTFT and decode rate agree with the pace the server keeps (loose: a shared CPU).
-    assert one.ttft_s.p50 is not None and TTFT_S <= one.ttft_s.p50 < TTFT_S + 0.1
+    # TTFT and decode rate follow the server's pace: never faster, at most a little slower
+    # (loose bounds: the machine is shared).
+    assert one.ttft_s.p50 is not None and TTFT_S <= one.ttft_s.p50 < TTFT_S + 0.5
     assert one.decode_tok_s.p50 is not None
-    assert 0.6 / TOKEN_S <= one.decode_tok_s.p50 <= 1.05 / TOKEN_S
+    assert 0.3 / TOKEN_S <= one.decode_tok_s.p50 <= 1.05 / TOKEN_S
     expected_latency = TTFT_S + 19 * TOKEN_S
     assert one.latency_s.p50 is not None and one.latency_s.p50 >= expected_latency
     # Four streams in parallel: about four times the throughput of one.
-    assert four.throughput_tok_s > 2.5 * one.throughput_tok_s
+    assert four.throughput_tok_s > 2.0 * one.throughput_tok_s
     assert four.prompt_tokens == 64 * four.requests
 
 

@@ -159,7 +159,7 @@ def _real(prefix: str) -> list[Path]:
 def test_real_llamacpp_cpu_logs() -> None:
     """llama-server on SmolLM2 here: KV is exactly 23,040 B/token x n_ctx (f16, 30 layers,
     3 KV heads x 64), the model buffer is the mmapped file's tensors."""
-    for path in _real("llamacpp-cpu-smollm2"):
+    for path in _real("llamacpp-cpu-smollm2-ctx"):
         mem = cal.parse_llamacpp_log(path.read_text())
         assert mem.ctx is not None and mem.engine_version is not None
         cpu = _dev(mem, "cpu")
