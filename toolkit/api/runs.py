@@ -107,13 +107,14 @@ def load_plan_file(path: Path) -> Plan:
     return Plan.from_dict(data)
 
 
-def make_plan(model: str, opts: UpOptions) -> Plan:
-    """The best plan for this machine now (the planner's first choice)."""
-    import importlib
+def make_plan(model: str, opts: UpOptions) -> tuple[Plan, list[str]]:
+    """The best plan for this machine now whose model files are HERE, and notes.
 
+    The planner ranks every variant; `deploy up` runs the best one that can start
+    without a download. When none is local: NotFound naming the best one to pull.
+    """
+    from toolkit.api import plan as planner
     from toolkit.planner.types import PlanRequest
-
-    planner = importlib.import_module("toolkit.api.plan")
 
     engine = opts.engine
     if engine == "llamacpp-python":
@@ -124,8 +125,25 @@ def make_plan(model: str, opts: UpOptions) -> Plan:
         engine=engine,  # type: ignore[arg-type]
         variant=opts.variant,
     )
-    best: Plan = planner.best_plan(model, request)
-    return best
+    result = planner.make_plans(model, request)
+    if not result.plans:
+        raise planner.does_not_fit(model, result)
+    best = result.plans[0]
+    for candidate in result.plans:
+        try:
+            model_files(candidate)
+        except NotFound:
+            continue
+        notes = []
+        if candidate is not best:
+            notes.append(
+                f"running {candidate.variant_id} ({candidate.engine}): its files are here; "
+                f"the planner's first choice {best.variant_id} is not downloaded "
+                f"(deploy pull {best.variant_id})"
+            )
+        return candidate, notes
+    model_files(best)  # raises NotFound with the store's hint for the best plan
+    raise NotFound(f"no files for {best.variant_id}", hint=f"deploy pull {best.variant_id}")
 
 
 def model_files(plan: Plan) -> Path:
@@ -233,7 +251,9 @@ def up(
     elif model is None:
         raise UsageError("give a MODEL or --plan FILE", hint="deploy up smollm2-135m")
     else:
-        plan = make_plan(model, opts)
+        plan, notes = make_plan(model, opts)
+        for note in notes:
+            say(note)
     warnings = security_warnings(opts)
     problems = fit_problems(plan, free_memory_now())
     if problems and not opts.force:

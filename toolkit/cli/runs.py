@@ -132,7 +132,11 @@ def ps(as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("name", "model", "engine", "pid", "port", "uptime", "state", "memory", box=None)
+    table = Table(box=None)
+    table.add_column("name", overflow="fold")
+    table.add_column("model", overflow="fold")
+    for col in ("engine", "pid", "port", "uptime", "state", "memory"):
+        table.add_column(col, no_wrap=True)
     colour = {"ready": "green", "starting": "yellow", "dead": "red"}
     for r in rows:
         table.add_row(
