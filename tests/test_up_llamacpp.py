@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.clihelp import run
@@ -155,6 +156,19 @@ def test_key_never_on_command_line_or_in_logs(live: LiveRun) -> None:
     with deploy_env(live.home):
         assert live.key not in run("ps", "--json").stdout
         assert live.key not in run("logs", live.name, "-n", "1000").stdout
+
+
+def test_engine_runs_private(live: LiveRun) -> None:
+    environ = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{live.pid}/environ").read_bytes().decode().split("\0")
+        if "=" in item
+    )
+    assert environ["HF_HUB_OFFLINE"] == "1" and environ["DO_NOT_TRACK"] == "1"
+    assert live.key not in environ.values()  # llama-server reads it from the key file
+    assert "--offline" in Path(f"/proc/{live.pid}/cmdline").read_bytes().decode().split("\0")
+    conns = [c for c in psutil.Process(live.pid).net_connections() if c.status == "LISTEN"]
+    assert {c.laddr.ip for c in conns} == {"127.0.0.1"}
 
 
 def test_ps_shows_ready(live: LiveRun) -> None:
