@@ -133,3 +133,23 @@ def test_dry_run_redacts_the_key(llama_server: Any, smollm2_gguf: Path) -> None:
     assert "--host 127.0.0.1" in res.stdout
     assert "sk-deploy-" not in res.stdout
     assert json.loads(run("ps", "--json").stdout) == []
+
+
+def test_two_deploys_at_once_same_name(llama_server: Any, smollm2_gguf: Path) -> None:
+    """Two `deploy up` processes race for one name: the lock lets exactly one start."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "toolkit", "up", str(smollm2_gguf), "--ctx", "512",
+            "--name", "race", "--llama-server", _binary(llama_server)]  # fmt: skip
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outcomes = sorted(p.wait(timeout=300) for p in procs)
+    errors = "".join(p.stderr.read() for p in procs if p.stderr)
+    assert outcomes == [0, 7], errors
+    assert "run 'race' is already running" in errors
+    rows = json.loads(run("ps", "--json").stdout)
+    assert [(r["name"], r["state"]) for r in rows] == [("race", "ready")]
+    assert run("stop", "race").exit_code == 0
