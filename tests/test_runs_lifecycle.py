@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -250,3 +251,21 @@ def test_dead_record_shows_dead_and_stop_cleans_it(tmp_path: Path) -> None:
     assert st.state == "dead" and st.rss_bytes is None and st.uptime_s is None
     assert [s.outcome for s in api.stop("gone")] == ["not running"]
     assert api.ps() == []
+
+
+def test_logs_follow_until_the_server_exits(tmp_path: Path) -> None:
+    rec = _record("chatty")
+    log = Path(rec.log_file)
+    proc = process.spawn(
+        ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.2; done"],
+        dict(os.environ),
+        log,
+        tmp_path,
+    )
+    records.save(
+        replace(rec, pid=proc.pid, pgid=proc.pid, create_time=process.create_time(proc.pid))
+    )
+    assert list(api.logs("chatty", lines=10, follow=True)) == ["line 1", "line 2", "line 3"]
+    assert list(api.logs("chatty", lines=1)) == ["line 3"]
+    with pytest.raises(NotFound):
+        list(api.logs("nobody"))
