@@ -90,12 +90,16 @@ def _level_doc(level: bench.LevelResult) -> dict[str, Any]:
 def run_load(args: argparse.Namespace) -> dict[str, Any]:
     def go(target: bench.Target, server: dict[str, Any]) -> dict[str, Any]:
         async def main() -> tuple[list[bench.RequestResult], float]:
+            # Size the prompt with the server's own token count, as `deploy bench` does.
+            words, _, _, _ = await bench._calibrate_prompt(
+                target, args.prompt_tokens, True, args.timeout
+            )
             async with bench._client(args.clients, args.timeout) as client:
                 return await bench.run_level(
                     client,
                     target,
                     concurrency=args.clients,
-                    words=args.prompt_tokens,
+                    words=words,
                     output_tokens=args.output_tokens,
                     duration_s=args.duration,
                     timeout_s=args.timeout,
