@@ -96,7 +96,8 @@ def llamacpp_compute_bytes(
       mask   = ubatch × (n_kv + sliding-window cells of one KV stream) × (2 bytes with
                flash-attn, else 4)
       attn   = [no flash-attn: ubatch × n_kv × n_head (KQ)] + ubatch × (5·n_embd +
-               2·kv_heads·head_dim) (q, k, v, attention output, residual)
+               2·kv_heads·head_dim) (q, k, v, attention output, residual); MLA:
+               ubatch × (6·n_embd + n_head·(2·kv_lora_rank + qk_nope + v_head))
       ffn    = ubatch × (3·n_ff + 3·n_embd)   (MoE: top_k × n_ff_exp + shared experts)
       output = n_outputs × n_vocab (logits) + ubatch × n_embd
     n_outputs: llama-server reserves logits for one token per sequence (`slots`);
@@ -116,12 +117,14 @@ def llamacpp_compute_bytes(
         per = local.window * (slots if unified else 1) + ubatch
         swa_cells = min(n_kv, _pad(min(n_kv, per), 256))
     mask = ub * (n_kv + swa_cells) * (2 if flash_attn else 4)
-    kv_dim = (
-        arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim
-        if arch.mla is not None
-        else 2 * arch.kv_heads * arch.head_dim
-    )
-    extra = 5 * n_embd + kv_dim
+    if arch.mla is not None:
+        # MLA (deepseek2 graph): per head the absorbed query and the latent attention output
+        # (2 × kv_lora_rank) plus the decompressed nope key and value; fitted on llama-server
+        # logs for three MLA shapes (heads 8/16, kv_lora_rank 256/512), exact to 0.05 MiB.
+        m = arch.mla
+        extra = 6 * n_embd + arch.heads * (2 * m.kv_lora_rank + m.qk_nope_head_dim + m.v_head_dim)
+    else:
+        extra = 5 * n_embd + 2 * arch.kv_heads * arch.head_dim
     if arch.model_type.startswith("gemma"):
         extra += n_embd // 2  # sandwich norms: one more residual-sized tensor alive
     attn = 4 * ub * extra + (0 if flash_attn else 4 * ub * n_kv * arch.heads)
