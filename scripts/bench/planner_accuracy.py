@@ -483,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         help="prompt at most this many tokens (default: fill the context; long on 2 cores)",
     )
     args = ap.parse_args(argv)
+    # A TERM (timeout, Ctrl-C from a wrapper) unwinds normally: the finally blocks stop
+    # the server this script started, so no engine is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     server = None if args.predict_only else find_server(args.server)
     if server is None and not args.predict_only:
