@@ -249,3 +249,22 @@ def test_buffers_with_four_slots(
     )
     assert abs(kv / MiB - logged.kv) < 0.01
     assert abs(comp / MiB - logged.compute) / logged.compute <= 0.03
+
+
+def test_cpu_placements_set_threads_to_physical_cores() -> None:
+    from toolkit.api.plan import best_plan as _best
+    from toolkit.hardware.model import Hardware as _Hw
+    from toolkit.hardware.model import Host as _Host
+
+    ram = 24 * 1024**3
+    hw = _Hw(_Host("x86", 6, 12, ram, ram, cpu_flags=("avx2",)), (), source="spec")
+    plan = _best("smollm2-135m:q4_1", hw=hw)
+    assert plan.placement == "cpu" and plan.llamacpp is not None
+    assert plan.llamacpp.threads == 6
+    gpu_plan = _best("smollm2-135m:q4_1", hw="1xrtx4090,ram=64G")
+    assert gpu_plan.placement == "gpu" and gpu_plan.llamacpp is not None
+    assert gpu_plan.llamacpp.threads is None
+    # a spec without a core count leaves the engine's default
+    unknown = _best("smollm2-135m:q4_1", hw="cpu,ram=24G")
+    assert unknown.llamacpp is not None
+    assert unknown.llamacpp.threads is None

@@ -107,6 +107,7 @@ def _plan(
             flash_attn=req.flash_attn or "auto",
             ubatch=req.ubatch or 512,
             slots=conc,
+            threads=_threads(hw, e),
         )
         if e.n_cpu_moe:
             notes.append("MoE-expert offload needs the native llama-server (--n-cpu-moe)")
@@ -154,6 +155,16 @@ def _plan(
         hardware={"fingerprint": hw.fingerprint(), "source": hw.source, "origin": hw.origin},
         model_path=v.path,
     )
+
+
+def _threads(hw: Hardware, e: Evaluated) -> int | None:
+    """llama.cpp threads: the physical core count when layers or experts run on the CPU
+    (llama-server's own default may count logical cores); unset for GPU-only placements."""
+    if not hw.host.cores_known or hw.host.physical_cores <= 0:
+        return None
+    if e.placement in ("cpu", "partial_offload", "expert_offload"):
+        return hw.host.physical_cores
+    return None
 
 
 def _evaluate(
