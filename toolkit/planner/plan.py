@@ -43,7 +43,7 @@ def _kv_dtype(engine: Engine, req: PlanRequest) -> str | None:
         return "f16" if engine == "llamacpp" else "bf16"
     if engine == "llamacpp":
         return req.kv_dtype if req.kv_dtype in ("f16", "bf16", "q8_0", "q4_0", "f32") else None
-    return req.kv_dtype if req.kv_dtype in ("fp8", "bf16", "f16") else None
+    return req.kv_dtype if req.kv_dtype in ("fp8", "bf16", "f16", "f32") else None
 
 
 def variant_layout(model: ModelInput, v: VariantInput, info: QuantInfo) -> WeightLayout:
@@ -209,6 +209,8 @@ def _evaluate(
     gverdicts = [(g, compat.vllm_gpu(v.format, g)) for g in hw.gpus]
     gpus = [g for g, vd in gverdicts if vd.ok]
     if gpus:
+        if kv_dtype == "f32":
+            return None, Rejection(v.id, engine, "vLLM on GPU has no f32 KV cache (bf16/f16, fp8)")
         verdict = next(vd for g, vd in gverdicts if vd.ok)
         layout = vllm_padded(model.arch, variant_layout(model, v, info), info)
         found = search.vllm_search(model, v, layout, gpus, req, ctx, kv_dtype, notes)
@@ -226,7 +228,17 @@ def _evaluate(
     verdict = compat.vllm_cpu(v.format, hw.host)
     if not verdict.ok:
         return None, Rejection(v.id, engine, verdict.reason)
-    # CPU backend runs float32: weights at 32 bits.
+    # CPU backend runs float32: weights at 32 bits, and KV "auto" follows the model dtype,
+    # so the KV cache is float32 too (4 bytes per element), as the engine logs it.
+    if req.kv_dtype in (None, "f32"):
+        kv_dtype = "f32"
+    elif kv_dtype != "fp8":
+        return None, Rejection(
+            v.id,
+            engine,
+            f"vLLM's CPU backend runs float32 and its KV cache follows it; no {req.kv_dtype} "
+            "KV cache there (leave --kv-dtype out, or fp8)",
+        )
     f32 = QuantInfo("fp32", "fp32", 32.0, 32.0, basis="float32 on vLLM CPU")
     layout32 = estimate_layout(model.arch, f32, params_total=model.params_total)
     e = placement.vllm_cpu(
