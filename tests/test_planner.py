@@ -376,3 +376,44 @@ def test_vllm_cpu_kv_tokens_match_the_logged_pool() -> None:
     res = make_plans("smollm2-135m:bf16", PlanRequest(ctx=2048), hw=hw, calibration=[rec])
     assert res.plans[0].calibration == (rec.id,)
     assert "kv_cache_bytes" in res.plans[0].memory[0].measured
+
+
+def _record(
+    hw: Hardware, plan: Plan, rid: str, version: str, created: str, kv_gib: int
+) -> CalibrationRecord:
+    return CalibrationRecord(
+        id=rid,
+        hardware_key=hw.fingerprint(),
+        engine="llamacpp",
+        engine_version=version,
+        model_key=plan.variant_id,
+        ctx=plan.ctx,
+        concurrency=1,
+        kv_dtype="f16",
+        devices=(MeasuredDevice("cuda:0", weights_bytes=kv_gib * 5 * GiB, kv_cache_bytes=kv_gib),),
+        decode_tok_s=100.0 + kv_gib,
+        created=created,
+    )
+
+
+def test_calibration_newest_record_wins_and_engine_version_must_match() -> None:
+    hw = machine(gpu("RTX 4090", "8.9", 24))
+    plan = best_plan("qwen3-coder-30b-a3b:q4_k_m", hw=hw)
+    old = _record(hw, plan, "old", "b6000", "2026-01-01T00:00:00Z", 1)
+    new = _record(hw, plan, "new", "b7000", "2026-06-01T00:00:00Z", 2)
+    name = "qwen3-coder-30b-a3b:q4_k_m"
+    for order in ([new, old], [old, new]):  # load_records gives newest first
+        p = make_plans(name, hw=hw, calibration=order).plans[0]
+        dev = next(d for d in p.memory if d.id == "cuda:0")
+        assert dev.kv_cache_bytes == 2 and dev.weights_bytes == 10 * GiB
+        assert p.speed.decode_tok_s == 102.0
+        assert p.calibration[0] == "new"
+        # installed version unknown: the newest is used and its version named
+        assert any("b7000" in n and "unknown" in n for n in p.notes)
+    # the installed engine is b6000: only the b6000 record applies, no version note
+    p = make_plans(name, hw=hw, calibration=[new, old], engine_versions={"llamacpp": ["b6000"]})
+    p0 = p.plans[0]
+    assert p0.calibration == ("old",) and p0.speed.decode_tok_s == 101.0
+    assert not any("unknown" in n for n in p0.notes)
+    p = make_plans(name, hw=hw, calibration=[new, old], engine_versions={"llamacpp": ["b8000"]})
+    assert p.plans[0].calibration == ()

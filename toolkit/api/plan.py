@@ -38,6 +38,26 @@ def _calibration(hw: Hardware) -> list[CalibrationRecord]:
     return load_records(hardware_key=hw.fingerprint())
 
 
+def installed_engine_versions(hw: Hardware) -> dict[str, list[str]]:
+    """Plan engine → versions installed here (engine.json under the engines dir; no
+    subprocess, no engine import). Only for this detected machine: a spec or profile
+    describes another box, whose engines we cannot see, so its versions stay unknown."""
+    if hw.source != "detected":
+        return {}
+    from toolkit.engines.base import engine_home, read_record
+
+    out: dict[str, list[str]] = {}
+    for name, plan_engine in (
+        ("llamacpp", "llamacpp"),
+        ("llamacpp-python", "llamacpp"),
+        ("vllm", "vllm"),
+    ):
+        found = read_record(engine_home(name))  # type: ignore[arg-type]
+        if found is not None:
+            out.setdefault(plan_engine, []).append(found.version)
+    return out
+
+
 def _from_recipes(name: str) -> tuple[list[ModelInput], str | None]:
     from toolkit.api.recipes import catalog
     from toolkit.catalog import resolve, variant_id
@@ -162,8 +182,12 @@ def make_plans(
     *,
     hw: str | Hardware | None = None,
     calibration: list[CalibrationRecord] | None = None,
+    engine_versions: dict[str, list[str]] | None = None,
 ) -> PlanResult:
-    """Ranked viable plans (best first) and every rejection with its reason."""
+    """Ranked viable plans (best first) and every rejection with its reason.
+
+    Calibration records default to this machine's stored ones, matched on the engine
+    versions installed here (`installed_engine_versions`) unless given."""
     from toolkit.planner.plan import make_plans as plan
 
     req = request or PlanRequest()
@@ -171,7 +195,9 @@ def make_plans(
     hardware = _hardware(hw)
     models, req = model_inputs(model, req)
     records = calibration if calibration is not None else _calibration(hardware)
-    return plan(models, hardware, req, records)
+    if engine_versions is None and calibration is None and records:
+        engine_versions = installed_engine_versions(hardware)
+    return plan(models, hardware, req, records, engine_versions)
 
 
 def best_plan(

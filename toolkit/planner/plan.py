@@ -11,7 +11,7 @@ from dataclasses import replace
 from toolkit.hardware.model import Hardware
 from toolkit.inspect.layout import WeightLayout
 from toolkit.planner import compat, placement, search
-from toolkit.planner.calibrate import apply_calibration
+from toolkit.planner.calibrate import EngineVersions, apply_calibration
 from toolkit.planner.inputs import ModelInput, VariantInput
 from toolkit.planner.kv import global_kv_bytes_per_token
 from toolkit.planner.placement import Evaluated
@@ -286,6 +286,7 @@ def make_plans(
     hw: Hardware,
     req: PlanRequest,
     calibration: Sequence[CalibrationRecord] = (),
+    engine_versions: EngineVersions | None = None,
 ) -> PlanResult:
     plans: list[Plan] = []
     rejections: list[Rejection] = []
@@ -307,7 +308,7 @@ def make_plans(
                     continue
                 plan, rej = _evaluate(model, v, engine, hw, req)
                 if plan is not None:
-                    plans.append(apply_calibration(plan, calibration, hw))
+                    plans.append(apply_calibration(plan, calibration, hw, engine_versions))
                 if rej is not None:
                     rejections.append(rej)
     plans.sort(key=lambda p: rank_key(p, req.prefer))
