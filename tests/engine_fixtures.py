@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.testcache import CACHE
 from toolkit.engines.base import InstalledEngine
 
-CACHE = Path(__file__).resolve().parents[1] / ".cache"
 ENGINES = CACHE / "engines"
 
 

@@ -33,6 +33,7 @@ import pytest
 from tests.clihelp import run
 from tests.hubserver import HubServer
 from tests.storefixtures import SMOL_NAME, SMOL_SHA256, SMOL_SIZE
+from tests.testcache import CACHE
 
 pytestmark = [pytest.mark.engine, pytest.mark.llamacpp, pytest.mark.netns]
 
@@ -186,7 +187,7 @@ def test_import_then_up_with_no_network(
     recipes.mkdir()
     (recipes / "airgaptest.yaml").write_text(RECIPE)
     monkeypatch.setenv("DEPLOY_RECIPES_PATH", str(recipes))
-    engines = Path(__file__).resolve().parents[1] / ".cache" / "engines"
+    engines = CACHE / "engines"
 
     # Connected machine: pull from the (loopback) hub, bundle with the built engine.
     monkeypatch.setenv("DEPLOY_HOME", str(tmp_path / "connected"))
