@@ -268,3 +268,27 @@ def test_cpu_placements_set_threads_to_physical_cores() -> None:
     unknown = _best("smollm2-135m:q4_1", hw="cpu,ram=24G")
     assert unknown.llamacpp is not None
     assert unknown.llamacpp.threads is None
+
+
+def test_llamacpp_and_vllm_cpu_plans_have_a_prefill_estimate() -> None:
+    from toolkit.api.plan import make_plans as _make
+    from toolkit.hardware.model import Hardware as _Hw
+    from toolkit.hardware.model import Host as _Host
+
+    ram = 24 * 1024**3
+    hw = _Hw(_Host("x86", 2, 4, ram, ram, cpu_flags=("avx2", "fma")), (), source="spec")
+    plans = {p.engine: p for p in _make("smollm2-135m", hw=hw, calibration=[]).plans}
+    assert set(plans) == {"llamacpp", "vllm"}
+    # 2 cores × 32 FLOP/cycle (AVX2+FMA) × 3.0 GHz at 50%, over 2 × active params per token
+    peak = 2 * 32 * 3.0e9
+    for p in plans.values():
+        assert p.speed.prefill_tok_s is not None and p.speed.prefill_tok_s > 0
+        assert "2 cores × 32 FLOP/cycle" in p.speed.basis and "3.0 GHz assumed" in p.speed.basis
+    params = plans["vllm"].weights_bytes / 4  # float32 weights
+    assert plans["vllm"].speed.prefill_tok_s == pytest.approx(peak * 0.5 / (2 * params), rel=0.01)
+    # all on an H100 (989 TFLOPS in the spec table): the GPU's compute alone
+    h100 = _make("smollm2-135m:q4_1", hw="1xh100,ram=64G", calibration=[]).plans[0]
+    assert h100.placement == "gpu" and h100.speed.prefill_tok_s is not None
+    # no core count: the CPU's compute is unknown, so is prefill
+    unknown = _make("smollm2-135m:q4_1", hw="cpu,ram=24G", calibration=[]).plans[0]
+    assert unknown.speed.prefill_tok_s is None

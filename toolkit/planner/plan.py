@@ -16,7 +16,7 @@ from toolkit.planner.inputs import ModelInput, VariantInput
 from toolkit.planner.kv import global_kv_bytes_per_token
 from toolkit.planner.placement import Evaluated
 from toolkit.planner.quant import QuantInfo, quant_info
-from toolkit.planner.speed import decode
+from toolkit.planner.speed import cpu_flops, decode, prefill_by_share
 from toolkit.planner.types import (
     CalibrationRecord,
     Engine,
@@ -88,6 +88,18 @@ def _plan(
     notes = [*notes, *e.notes]
     flops = sum(g.fp16_flops or 0 for g in hw.gpus if g.device_id in {d.id for d in e.devices})
     active_params = (layout.active_bytes or layout.total_bytes) * 8 / info.layer_bpw
+    prefill, prefill_basis = None, ""
+    on_cpu_vllm = engine == "vllm" and e.devices[0].id == "cpu"
+    if engine == "llamacpp" or on_cpu_vllm:
+        cpu_rate, cpu_why = cpu_flops(hw.host)
+        rates: dict[str, float | None] = {g.device_id: g.fp16_flops for g in hw.gpus}
+        rates["cpu (RAM)"] = cpu_rate
+        prefill = prefill_by_share(e.parts, rates, 2 * active_params)
+        uses_cpu = any(p.where == "cpu (RAM)" and p.bytes_per_token > 0 for p in e.parts)
+        if prefill is not None:
+            prefill_basis = "work split by active bytes per place"
+            if uses_cpu:
+                prefill_basis += "; " + cpu_why
     speed = decode(
         e.parts,
         concurrency=conc,
@@ -96,6 +108,8 @@ def _plan(
         flops=flops or None,
         ram_assumed=hw.host.ram_bandwidth_bytes_s is None
         and any(p.where.startswith("cpu") and p.bytes_per_token > 0 for p in e.parts),
+        prefill_tok_s=prefill,
+        prefill_basis=prefill_basis,
     )
     llama = vllm = None
     devices = tuple(d.id for d in e.devices if d.total_bytes > 0)
