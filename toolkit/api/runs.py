@@ -365,11 +365,12 @@ def up(
         records.update(record, state="dead", error="interrupted while starting")
         raise
     record = records.update(record, state="ready", ready_at=time.time())
+    calibration_note = _calibrate(plan, record)
     return UpResult(
         record=record,
         key_file=key_file,
         seconds_to_ready=waited,
-        warnings=tuple([*warnings, *launch.notes]),
+        warnings=tuple([*warnings, *launch.notes, *calibration_note]),
         snippets=client_snippets(
             record.base_url,
             record.served_model_name,
@@ -377,6 +378,24 @@ def up(
             str(tls.cert) if tls is not None else None,
         ),
     )
+
+
+def _calibrate(plan: Plan, record: RunRecord) -> tuple[str, ...]:
+    """Record what the engine reported at startup, so later plans here use measured terms.
+
+    A run that logged no memory report still starts; the reason becomes a warning."""
+    from toolkit.calibration import record_from_run
+
+    try:
+        record_from_run(
+            plan=plan,
+            log_file=Path(record.log_file),
+            pid=record.pgid,
+            engine_version=record.engine_version,
+        )
+    except DeployError as exc:
+        return (f"calibration not recorded: {exc.message}",)
+    return ()
 
 
 def _failed(record: RunRecord, what: str, returncode: int | None) -> EngineError:

@@ -75,6 +75,7 @@ def up(model: str | None, foreground: bool, as_json: bool, **kw: object) -> None
                 "key_file": str(result.key_file),
                 "seconds_to_ready": result.seconds_to_ready,
                 "snippets": result.snippets,
+                "warnings": list(result.warnings),
             }
         )
     else:
