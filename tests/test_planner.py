@@ -13,7 +13,7 @@ from toolkit.api.plan import best_plan, estimate, make_plans
 from toolkit.catalog.schema import Architecture, LocalAttention
 from toolkit.errors import DoesNotFit
 from toolkit.hardware.model import Gpu, Hardware, Host
-from toolkit.planner import compat
+from toolkit.planner import compat, placement
 from toolkit.planner import memory as mem
 from toolkit.planner.types import CalibrationRecord, MeasuredDevice, Plan, PlanRequest
 
@@ -314,8 +314,33 @@ def test_cli_plan_text_lists_plans_commands_and_rejections() -> None:
 def test_spec_without_ram_plans_nothing_in_ram() -> None:
     result = make_plans("qwen3-coder-30b-a3b", hw="1xrtx4090", calibration=[])
     assert result.plans and all(p.placement == "gpu" for p in result.plans)
+    assert all(
+        "host RAM not given; assumed enough for the engine process" in p.notes for p in result.plans
+    )
     q8 = next(r for r in result.rejections if r.variant_id.endswith(":q8_0"))
-    assert "gives no RAM" in q8.reason
+    assert "gives no RAM" in q8.reason and "add ram=SIZE to --hw" in q8.reason
+    # the same spec with RAM: no note
+    with_ram = make_plans("qwen3-coder-30b-a3b", hw="1xrtx4090,ram=64G", calibration=[])
+    assert not any("host RAM not given" in n for p in with_ram.plans for n in p.notes)
+
+
+def test_unknown_ram_rejects_cpu_plans_with_the_flag_to_add() -> None:
+    result = make_plans("smollm2-135m", hw="cpu,cores=8", calibration=[])
+    assert not result.plans
+    assert {r.engine for r in result.rejections} == {"llamacpp", "vllm"}
+    assert all("add ram=SIZE to --hw" in r.reason for r in result.rejections)
+    # gpu:24G: everything on the GPU fits, with the note
+    gpu_only = make_plans("smollm2-135m:q4_1", hw="gpu:24G", calibration=[]).plans[0]
+    assert gpu_only.placement == "gpu" and placement.RAM_UNKNOWN_NOTE in gpu_only.notes
+
+
+def test_unknown_ram_allows_only_a_small_cpu_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the CPU share of an all-GPU plan (embedding, CPU compute buffer) above the allowance
+    monkeypatch.setattr(placement, "UNKNOWN_RAM_ALLOWANCE", 1 * MiB)
+    result = make_plans("smollm2-135m:q4_1", hw="1xrtx4090", calibration=[])
+    assert not result.plans
+    assert "beside the GPUs" in result.rejections[0].reason
+    assert "add ram=SIZE to --hw" in result.rejections[0].reason
 
 
 def test_quantized_kv_cache_needs_flash_attention() -> None:

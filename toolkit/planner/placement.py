@@ -9,7 +9,7 @@ over PP stages; see memory.vllm_terms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from toolkit.catalog.schema import Architecture
 from toolkit.hardware.model import Gpu, Hardware
@@ -30,6 +30,12 @@ RAM_RESERVE = 1 * GiB
 #: vLLM CPU backend: process memory besides weights and KV (torch, compiled kernels);
 #: measured 3.2–3.8 GiB RSS for SmolLM2-135M fp32 with a 1 GiB KV space on this machine.
 VLLM_CPU_OVERHEAD = int(2.0 * GiB)
+#: A hardware spec without `ram=` leaves RAM unknown (not zero). Plans that keep no layer
+#: and no expert on the CPU, and need at most this much RAM besides (token embedding, CPU
+#: compute buffer), are taken to fit: any machine carrying such a GPU has that much.
+UNKNOWN_RAM_ALLOWANCE = 4 * GiB
+#: The note every plan made without a RAM figure carries.
+RAM_UNKNOWN_NOTE = "host RAM not given; assumed enough for the engine process"
 
 
 @dataclass
@@ -210,11 +216,18 @@ def llamacpp(
         free_bytes=hw.host.ram_available_bytes if ram_known else None,
     )
     devices.append(cpu)
-    if not ram_known and (not gpus or on_gpu < n or n_cpu_moe > 0):
-        reasons.append(
-            f"needs {cpu_total / GiB:.1f} GiB of RAM for layers or experts on the CPU, and "
-            "the hardware spec gives no RAM (add ram=…)"
-        )
+    if not ram_known and not unified:
+        if not gpus or on_gpu < n or n_cpu_moe > 0:
+            reasons.append(
+                f"needs {cpu_total / GiB:.1f} GiB of RAM for layers or experts on the CPU, "
+                "and the hardware spec gives no RAM: add ram=SIZE to --hw"
+            )
+        elif cpu_total > UNKNOWN_RAM_ALLOWANCE:
+            reasons.append(
+                f"needs {cpu_total / GiB:.1f} GiB of RAM beside the GPUs, more than the "
+                f"{UNKNOWN_RAM_ALLOWANCE / GiB:.0f} GiB assumed when the hardware spec gives "
+                "no RAM: add ram=SIZE to --hw"
+            )
     bw, _ = ram_bandwidth(hw)
     parts.append(Part("cpu (RAM)", cpu_read, bw))
     for d in devices:
@@ -410,6 +423,12 @@ def vllm_cpu(
         free_bytes=hw.host.ram_available_bytes,
     )
     reasons = [r for r in [_check(dev)] if r]
+    if not hw.host.ram_known:
+        dev = replace(dev, free_bytes=None)
+        reasons = [
+            f"runs in RAM (needs {total / GiB:.1f} GiB) and the hardware spec gives no RAM: "
+            "add ram=SIZE to --hw"
+        ]
     bw, _ = ram_bandwidth(hw)
     read = (layout.active_bytes or layout.total_bytes) + per_tok * kv_read_ctx
     tokens = kv_space // (per_tok * 16) * 16 if per_tok else 0  # whole 16-token blocks

@@ -86,6 +86,8 @@ def _plan(
 ) -> Plan:
     conc = max(1, req.concurrency)
     notes = [*notes, *e.notes]
+    if not hw.host.ram_known:
+        notes.append(placement.RAM_UNKNOWN_NOTE)
     flops = sum(g.fp16_flops or 0 for g in hw.gpus if g.device_id in {d.id for d in e.devices})
     active_params = (layout.active_bytes or layout.total_bytes) * 8 / info.layer_bpw
     prefill, prefill_basis = None, ""
