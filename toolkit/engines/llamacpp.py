@@ -186,6 +186,9 @@ def native_launch(
         argv.append("--no-mmap")
     if not online:
         argv.append("--offline")
+    # Level 4 makes llama-server log its model/KV/compute buffer sizes at startup: the
+    # memory report `deploy up` turns into a calibration record (no prompt text is logged).
+    argv += ["--log-verbosity", "4"]
     argv += _sampling_args(serving)
     argv += render_flags(serving.flags)
     argv += ["--api-key-file", str(api_key_file)]
