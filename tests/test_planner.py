@@ -442,3 +442,36 @@ def test_calibration_newest_record_wins_and_engine_version_must_match() -> None:
     assert not any("unknown" in n for n in p0.notes)
     p = make_plans(name, hw=hw, calibration=[new, old], engine_versions={"llamacpp": ["b8000"]})
     assert p.plans[0].calibration == ()
+
+
+def test_gguf_mix_estimate_is_the_inspect_simulation() -> None:
+    """A Q4_K_M without files is laid out by inspect's llama-quantize replay, not a flat bpw."""
+    from toolkit.catalog.loader import load_catalog
+    from toolkit.inspect.ggufmix import estimate_gguf_layout
+    from toolkit.planner.quant import quant_info
+    from toolkit.planner.weights import estimate_layout
+
+    arch = load_catalog().models["qwen3-coder-480b-a35b"].model.architecture
+    info = quant_info("q4_k_m", "gguf")
+    assert info is not None and info.gguf_ftype == "Q4_K_M"
+    planned = estimate_layout(arch, info)
+    assert planned == estimate_gguf_layout(arch, "Q4_K_M")
+    # Q6_K output head and attn_v/ffn_down on some layers: not a single type.
+    assert {"Q4_K", "Q6_K"} <= set(planned.dtype_bytes)
+    # Scaled to a known download size, every part moves together.
+    scaled = estimate_layout(arch, info, size_bytes=planned.total_bytes // 2)
+    assert scaled.total_bytes == pytest.approx(planned.total_bytes / 2, rel=1e-6)
+    assert scaled.repack_bytes == pytest.approx(planned.repack_bytes / 2, rel=1e-6)
+
+
+def test_planning_from_recipes_does_not_import_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from toolkit.api.plan import make_plans\n"
+        "make_plans('qwen3-coder', hw='cpu,ram=24G', calibration=[])\n"
+        "assert 'numpy' not in sys.modules, 'numpy imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -159,12 +159,15 @@ def llamacpp(
         cpu_read += exp * frac
         g_read[k] += read - exp * frac + kv_layers[i] * kv_scale
         g_kv[k] += kv_layers[i]
+    # Decode reads the head in full: the tied embedding table when there is no output.weight
+    # (output_bytes then holds only the final norm).
+    head_read = layout.output_bytes + (layout.embedding_bytes if arch.tied_embeddings else 0)
     if output_on_gpu:
         g_w[-1] += layout.output_bytes
-        g_read[-1] += layout.output_bytes or layout.embedding_bytes
+        g_read[-1] += head_read
     else:
         cpu_w += layout.output_bytes
-        cpu_read += layout.output_bytes or layout.embedding_bytes
+        cpu_read += head_read
     devices: list[DeviceMemory] = []
     reasons: list[str] = []
     parts: list[Part] = []
