@@ -55,7 +55,7 @@ def test_bench_against_llama_server(live: Live) -> None:
     with deploy_env(live.home):
         res = run(
             "bench", live.name, "--concurrency", f"1,{SLOTS}", "--prompt-tokens", "64",
-            "--output-tokens", "48", "--duration", "6", "--timeout", "120", "--json",
+            "--output-tokens", "48", "--duration", "6", "--timeout", "300", "--json",
         )  # fmt: skip
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
