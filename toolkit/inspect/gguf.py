@@ -28,7 +28,7 @@ from typing import Any
 from toolkit.catalog.schema import Architecture
 from toolkit.errors import NotFound, UsageError
 from toolkit.inspect.ggufarch import architecture_from_gguf, context_from_gguf
-from toolkit.inspect.layout import REPACK_TYPES, WeightLayout, compute_active_bytes
+from toolkit.inspect.layout import REPACK_TYPES, WeightLayout, table_layout
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -315,27 +315,18 @@ def layout_from_entries(
             if repacked:
                 repack_other += nbytes
         dtype[type_name] = dtype.get(type_name, 0) + nbytes
-    total = sum(per_layer) + embedding + output + other
-    moe = arch.moe
-    return WeightLayout(
-        total_bytes=total,
-        per_layer_bytes=tuple(per_layer),
-        expert_bytes_per_layer=tuple(experts),
-        embedding_bytes=embedding,
-        output_bytes=output,
+    return table_layout(
+        arch,
+        per_layer=per_layer,
+        experts=experts,
+        embedding=embedding,
+        output=output,
+        other=other,
+        dtype=dtype,
         exact=exact,
-        dtype_bytes=dtype,
-        active_bytes=compute_active_bytes(
-            total_bytes=total,
-            embedding_bytes=embedding,
-            tied_embeddings=arch.tied_embeddings,
-            expert_bytes_per_layer=tuple(experts),
-            experts=moe.experts if moe else None,
-            experts_per_token=moe.experts_per_token if moe else None,
-        ),
-        unloaded_bytes=unloaded,
-        repack_bytes_per_layer=tuple(repack),
-        repack_bytes_other=repack_other,
+        unloaded=unloaded,
+        repack=tuple(repack),
+        repack_other=repack_other,
     )
 
 

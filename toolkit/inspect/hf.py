@@ -28,7 +28,7 @@ from toolkit.inspect.hfconfig import (
     context_from_config,
     format_from_config,
 )
-from toolkit.inspect.layout import WeightLayout, compute_active_bytes
+from toolkit.inspect.layout import WeightLayout, table_layout
 from toolkit.inspect.params import ParamBreakdown, param_breakdown
 
 #: A safetensors header: tensor name → {dtype, shape, data_offsets}.
@@ -123,25 +123,16 @@ def layout_from_headers(headers: Iterable[Header], arch: Architecture) -> Weight
                 other += nbytes
             key = str(info.get("dtype", "?"))
             dtype[key] = dtype.get(key, 0) + nbytes
-    total = sum(per_layer) + embedding + output + other
-    moe = arch.moe
-    return WeightLayout(
-        total_bytes=total,
-        per_layer_bytes=tuple(per_layer),
-        expert_bytes_per_layer=tuple(experts),
-        embedding_bytes=embedding,
-        output_bytes=output,
+    return table_layout(
+        arch,
+        per_layer=per_layer,
+        experts=experts,
+        embedding=embedding,
+        output=output,
+        other=other,
+        dtype=dtype,
         exact=True,
-        dtype_bytes=dtype,
-        active_bytes=compute_active_bytes(
-            total_bytes=total,
-            embedding_bytes=embedding,
-            tied_embeddings=arch.tied_embeddings,
-            expert_bytes_per_layer=tuple(experts),
-            experts=moe.experts if moe else None,
-            experts_per_token=moe.experts_per_token if moe else None,
-        ),
-        unloaded_bytes=unloaded,
+        unloaded=unloaded,
     )
 
 

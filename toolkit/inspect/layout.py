@@ -92,6 +92,45 @@ def compute_active_bytes(
     return active
 
 
+def table_layout(
+    arch: Architecture,
+    *,
+    per_layer: list[int],
+    experts: list[int],
+    embedding: int,
+    output: int,
+    other: int,
+    dtype: dict[str, int],
+    exact: bool,
+    unloaded: int,
+    repack: tuple[int, ...] = (),
+    repack_other: int = 0,
+) -> WeightLayout:
+    """A WeightLayout from byte sums over a tensor table (GGUF header, safetensors headers)."""
+    total = sum(per_layer) + embedding + output + other
+    moe = arch.moe
+    return WeightLayout(
+        total_bytes=total,
+        per_layer_bytes=tuple(per_layer),
+        expert_bytes_per_layer=tuple(experts),
+        embedding_bytes=embedding,
+        output_bytes=output,
+        exact=exact,
+        dtype_bytes=dtype,
+        active_bytes=compute_active_bytes(
+            total_bytes=total,
+            embedding_bytes=embedding,
+            tied_embeddings=arch.tied_embeddings,
+            expert_bytes_per_layer=tuple(experts),
+            experts=moe.experts if moe else None,
+            experts_per_token=moe.experts_per_token if moe else None,
+        ),
+        unloaded_bytes=unloaded,
+        repack_bytes_per_layer=repack,
+        repack_bytes_other=repack_other,
+    )
+
+
 def estimate_layout(
     arch: Architecture, bits_per_weight: float, *, embedding_bits: float | None = None
 ) -> WeightLayout:
