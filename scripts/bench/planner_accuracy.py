@@ -134,8 +134,13 @@ class Measured:
     #: Peak resident memory (VmHWM) after a prompt that fills the context.
     hwm_mib: float | None = None
     prompt_tokens: int | None = None
-    #: VmHWM minus every logged buffer: the process itself (binary, vocabulary, threads).
+    #: VmHWM minus every logged buffer: the process itself (binary, vocabulary, threads)
+    #: and the caches it filled (prompt cache, context checkpoints).
     unaccounted_mib: float | None = None
+    #: What the prompt cache held last (llama-server's "cache state" line).
+    prompt_cache_mib: float | None = None
+    #: Context checkpoints created over both requests.
+    checkpoints: int | None = None
     buffers: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -191,12 +196,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _argv(server: Server, model: Path, ctx: int, port: int) -> list[str]:
+def _argv(
+    server: Server, model: Path, ctx: int, port: int, settings: dict[str, Any] | None = None
+) -> list[str]:
+    settings = settings or {}
     if server.kind == "native":
         argv = [str(server.path), "-m", str(model), "-c", str(ctx), "-np", "1", "-t", "2"]
         argv += ["-b", "2048", "-ub", str(UBATCH), "--host", "127.0.0.1", "--port", str(port)]
         if "on|off|auto" in server.help_text:
             argv += ["--flash-attn", "off"]
+        # the RAM caches as the plan caps them (what `deploy up` passes)
+        caps = (("cache_ram_mib", "--cache-ram"), ("ctx_checkpoints", "--ctx-checkpoints"))
+        for key, flag in caps:
+            if settings.get(key) is not None and flag in server.help_text:
+                argv += [flag, str(settings[key])]
         if re.search(r"(?m)^\s*-fit,|--fit\b", server.help_text):
             argv += ["--fit", "off"]
         if "--log-verbosity" in server.help_text:
@@ -242,10 +255,17 @@ def _post(url: str, body: dict[str, Any], timeout: float = 600.0) -> Any:
         return json.loads(r.read() or b"null")
 
 
-def _prompt(server: Server, base: str, n_tokens: int) -> tuple[Any, int | None]:
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog. ",
+    "Pack my box with five dozen liquor jugs. ",
+)
+
+
+def _prompt(server: Server, base: str, n_tokens: int, which: int = 0) -> tuple[Any, int | None]:
     """A prompt of about `n_tokens` tokens: exact token ids from /tokenize on the native
-    server (every buffer of a full ubatch gets used), a long text otherwise."""
-    text = "The quick brown fox jumps over the lazy dog. " * (n_tokens // 4 + 1)
+    server (every buffer of a full ubatch gets used), a long text otherwise. `which`
+    picks one of two texts that share no prefix."""
+    text = SENTENCES[which] * (n_tokens // 4 + 1)
     if server.kind != "native":
         return text[: n_tokens * 2], None
     tokens = _post(base + "/tokenize", {"content": text})["tokens"]
@@ -281,17 +301,26 @@ def parse_log(text: str) -> Measured:
     m.kv_mib = None if kv is None and rs is None else (kv or 0.0) + (rs or 0.0)
     m.compute_mib = sums.get("compute")
     m.output_mib = sums.get("output")
+    states = re.findall(r"cache state: (\d+) prompts, ([\d.]+) MiB", text)
+    if states:
+        m.prompt_cache_mib = float(states[-1][1])
+    m.checkpoints = len(re.findall(r"created context checkpoint", text))
     return m
 
 
 def run_server(
-    server: Server, model: Path, ctx: int, workdir: Path, fill_cap: int | None = None
+    server: Server,
+    model: Path,
+    ctx: int,
+    workdir: Path,
+    fill_cap: int | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Measured:
     port = _free_port()
     log = workdir / f"{model.stem}-{ctx}.log"
     with log.open("wb") as f:
         proc = subprocess.Popen(
-            _argv(server, model, ctx, port),
+            _argv(server, model, ctx, port, settings),
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -309,8 +338,11 @@ def run_server(
             if time.monotonic() > deadline:
                 raise RuntimeError("not ready in 180 s")
             time.sleep(0.3)
-        prompt, n_prompt = _prompt(server, base, min(ctx - 8, fill_cap or ctx))
-        _post(base + "/v1/completions", {"prompt": prompt, "max_tokens": 4})
+        # Two prompts that share no prefix, each filling the context: the second makes the
+        # server save the first one's state to its prompt cache (the cache's peak).
+        for which in (0, 1):
+            prompt, n_prompt = _prompt(server, base, min(ctx - 8, fill_cap or ctx), which)
+            _post(base + "/v1/completions", {"prompt": prompt, "max_tokens": 4})
         time.sleep(0.5)
         status = _proc_status(proc.pid)
     except Exception as exc:  # the benchmark records failures and moves on
@@ -341,8 +373,9 @@ def run_server(
 # -- prediction -----------------------------------------------------------------------------
 
 
-def predict(model: Path, ctx: int, hw: str) -> dict[str, float | None]:
-    """The planner's numbers for this file and context (llama.cpp, CPU, one slot).
+def predict(model: Path, ctx: int, hw: str) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """The planner's numbers for this file and context (llama.cpp, CPU, one slot), and
+    the plan's llama.cpp settings (the caps of the RAM caches are passed to the server).
 
     Comparison hook: `toolkit.api.plan.estimate` (what `deploy estimate --json` prints).
     """
@@ -356,16 +389,18 @@ def predict(model: Path, ctx: int, hw: str) -> dict[str, float | None]:
     out: dict[str, float | None] = {"inspect_weights_mib": layout.total_bytes / MiB}
     if not doc.get("fits"):
         out.update(model_mib=None, kv_mib=None, compute_mib=None, total_mib=None)
-        return out
+        return out, {}
     dev = doc["devices"][0]
     out.update(
         model_mib=dev["weights_bytes"] / MiB,
         kv_mib=dev["kv_cache_bytes"] / MiB,
         compute_mib=dev["compute_bytes"] / MiB,
         overhead_mib=dev["overhead_bytes"] / MiB,
+        cache_mib=dev["cache_bytes"] / MiB,
+        reclaimable_mib=dev["reclaimable_bytes"] / MiB,
         total_mib=dev["total_bytes"] / MiB,
     )
-    return out
+    return out, dict(doc.get("llamacpp") or {})
 
 
 def _err(pred: float | None, meas: float | None) -> float | None:
@@ -459,12 +494,18 @@ def print_table(rows: list[Row]) -> None:
             f"{_fmt(p.get('total_mib')):>8}/{_fmt(m.hwm_mib):<9} {_fmt(e['peak_rss'], True):>7}"
         )
         if m.unaccounted_mib is not None:
-            print(f"{'':>16}peak RSS beyond the logged buffers: {m.unaccounted_mib:.1f} MiB")
+            print(
+                f"{'':>16}beyond the logged buffers: predicted "
+                f"{_fmt((p.get('overhead_mib') or 0) + (p.get('cache_mib') or 0))} "
+                f"(process {_fmt(p.get('overhead_mib'))} + caches {_fmt(p.get('cache_mib'))}), "
+                f"measured {m.unaccounted_mib:.2f} (prompt cache {_fmt(m.prompt_cache_mib)}, "
+                f"{m.checkpoints} checkpoints)"
+            )
         if m.error:
             print(f"         error: {m.error[:300]}")
     print(
-        "(MiB; err = (predicted - measured) / measured; peak RSS = VmHWM after a prompt "
-        "that fills the context)"
+        "(MiB; err = (predicted - measured) / measured; peak RSS = VmHWM after two prompts "
+        "that fill the context, the second saving the first to the prompt cache)"
     )
 
 
@@ -502,11 +543,11 @@ def main(argv: list[str] | None = None) -> int:
             model, ftype = fabricate(name, work)
             contexts = CASES[name][3] if args.quick else CASES[name][2]
             for ctx in contexts:
-                pred = predict(model, ctx, args.hw)
+                pred, settings = predict(model, ctx, args.hw)
                 meas = (
                     Measured()
                     if server is None
-                    else run_server(server, model, ctx, work, args.fill_cap)
+                    else run_server(server, model, ctx, work, args.fill_cap, settings)
                 )
                 errors = {
                     "model": _err(pred.get("model_mib"), meas.model_mib),
@@ -530,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
             "batch": 2048,
             "ubatch": UBATCH,
             "flash_attn": "off",
-            "prompt": "fills the context (ctx - 8 tokens) so every buffer is touched",
+            "prompt": "two prompts sharing no prefix, each filling the context (ctx - 8 "
+            "tokens): every buffer is touched and the first is saved to the prompt cache",
         },
         "rows": [asdict(r) for r in rows],
     }

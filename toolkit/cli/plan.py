@@ -95,7 +95,7 @@ def _memory(p: Plan) -> str:
         if d.total_bytes <= 0:
             continue
         free = "?" if d.free_bytes is None else f"{d.free_bytes / GiB:.1f}"
-        cells.append(f"{d.id} {d.total_bytes / GiB:.1f}/{free}G")
+        cells.append(f"{d.id} {d.needed_bytes / GiB:.1f}/{free}G")
     return " ".join(cells)
 
 
@@ -206,8 +206,14 @@ def estimate(model: str, hw_spec: str | None, as_json: bool, **kw: Any) -> None:
                     f"  {d['id']}: weights {format_bytes(d['weights_bytes'])}, KV "
                     f"{format_bytes(d['kv_cache_bytes'])}, compute "
                     f"{format_bytes(d['compute_bytes'])}, overhead "
-                    f"{format_bytes(d['overhead_bytes'])} = {format_bytes(d['total_bytes'])} "
-                    f"of {format_bytes(d['capacity_bytes'])}"
+                    f"{format_bytes(d['overhead_bytes'])}"
+                    + (f", caches {format_bytes(d['cache_bytes'])}" if d["cache_bytes"] else "")
+                    + f" = {format_bytes(d['total_bytes'])} of {format_bytes(d['capacity_bytes'])}"
+                    + (
+                        f" ({format_bytes(d['reclaimable_bytes'])} of it reclaimable file pages)"
+                        if d["reclaimable_bytes"]
+                        else ""
+                    )
                 )
             out.print(f"  decode ~{doc['decode_tok_s']} tok/s per stream")
     if not doc["fits"]:

@@ -184,6 +184,16 @@ def native_launch(
     ]
     if not s.mmap:
         argv.append("--no-mmap")
+
+    # The RAM caches the plan budgeted (llama-server's defaults: 8 GiB, 32 checkpoints);
+    # left out for a binary whose --help does not list them (it has no such caches).
+    def known(flag: str) -> bool:
+        return not installed.flags or flag in installed.flags
+
+    if s.cache_ram_mib is not None and known("--cache-ram"):
+        argv += ["--cache-ram", str(s.cache_ram_mib)]
+    if s.ctx_checkpoints is not None and known("--ctx-checkpoints"):
+        argv += ["--ctx-checkpoints", str(s.ctx_checkpoints)]
     if not online:
         argv.append("--offline")
     # Level 4 makes llama-server log its model/KV/compute buffer sizes at startup: the

@@ -290,6 +290,7 @@ def layout_from_entries(
     per_layer = [0] * arch.layers
     experts = [0] * arch.layers
     repack = [0] * arch.layers
+    repack_exp = [0] * arch.layers
     embedding = output = other = unloaded = repack_other = 0
     dtype: dict[str, int] = {}
     for name, type_name, nbytes, ndims in entries:
@@ -305,6 +306,8 @@ def layout_from_entries(
                 experts[i] += nbytes
             if repacked:
                 repack[i] += nbytes
+                if "_exps" in name:
+                    repack_exp[i] += nbytes
         else:
             if name.startswith("token_embd."):
                 embedding += nbytes
@@ -326,6 +329,7 @@ def layout_from_entries(
         exact=exact,
         unloaded=unloaded,
         repack=tuple(repack),
+        repack_experts=tuple(repack_exp),
         repack_other=repack_other,
     )
 

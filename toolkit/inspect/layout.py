@@ -42,6 +42,9 @@ class WeightLayout:
     #: extra "CPU_REPACK model buffer" (anonymous memory) on top of the mapped file, for
     #: the layers that run on the CPU. Empty when unknown (safetensors, estimates).
     repack_bytes_per_layer: tuple[int, ...] = ()
+    #: The part of repack_bytes_per_layer in routed-expert tensors (repacked too when
+    #: `--n-cpu-moe` keeps them on the CPU).
+    repack_expert_bytes_per_layer: tuple[int, ...] = ()
     #: The same for tensors outside the layers (output head).
     repack_bytes_other: int = 0
 
@@ -104,6 +107,7 @@ def table_layout(
     exact: bool,
     unloaded: int,
     repack: tuple[int, ...] = (),
+    repack_experts: tuple[int, ...] = (),
     repack_other: int = 0,
 ) -> WeightLayout:
     """A WeightLayout from byte sums over a tensor table (GGUF header, safetensors headers)."""
@@ -127,6 +131,7 @@ def table_layout(
         ),
         unloaded_bytes=unloaded,
         repack_bytes_per_layer=repack,
+        repack_expert_bytes_per_layer=repack_experts,
         repack_bytes_other=repack_other,
     )
 

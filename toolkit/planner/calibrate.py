@@ -107,6 +107,12 @@ def apply_calibration(
 
 def _replace_terms(dev: DeviceMemory, changes: dict[str, int]) -> DeviceMemory:
     new = replace(dev, **changes)  # type: ignore[arg-type]
-    total = new.weights_bytes + new.kv_cache_bytes + new.compute_bytes + new.overhead_bytes
+    total = (
+        new.weights_bytes
+        + new.kv_cache_bytes
+        + new.compute_bytes
+        + new.overhead_bytes
+        + new.cache_bytes
+    )
     measured = tuple(sorted(set(dev.measured) | set(changes)))
     return replace(new, total_bytes=total, measured=measured)

@@ -151,6 +151,66 @@ def llamacpp_host_compute_bytes(arch: Architecture, *, ubatch: int) -> int:
     return int(12.01 * MiB * ubatch / 512)
 
 
+#: llama-server's resident memory outside every buffer it logs, apart from the tokenizer:
+#: the binary and shared libraries (13.5–14.1 MiB resident for the x86-64 CPU build of
+#: 0c1e570), thread stacks, allocator arenas and graph metadata. Measured with
+#: scripts/bench/planner_accuracy.py on seven GGUFs (vocabularies 4,096–262,144).
+LLAMACPP_PROCESS_BASE = 18 * MiB
+#: Heap per vocabulary entry (token text, the text → id map, the piece cache): 47.9 MiB
+#: for Gemma 3's 262,144 tokens and 2.1 MiB for 4,096 at start, in the same runs.
+LLAMACPP_VOCAB_BYTES = 180
+#: Per layer (tensor and graph metadata): 48 layers measured 3 MiB above 6–8 layers.
+LLAMACPP_LAYER_BYTES = 64 * 1024
+#: Per context cell (the slot's token lists and request bookkeeping; the heap grew by
+#: 0.7–1.1 KiB per prompt token in the same runs).
+LLAMACPP_CTX_BYTES = 1024
+#: Context checkpoints llama-server may keep per slot for sliding-window and recurrent
+#: models when deploy launches it (`--ctx-checkpoints`; the engine's own default is 32).
+LLAMACPP_CHECKPOINTS = 4
+
+
+def llamacpp_process_bytes(arch: Architecture, *, n_ctx: int) -> int:
+    """The llama-server process itself: binary, libraries, threads, tokenizer tables,
+    per-layer metadata and per-token bookkeeping (n_ctx: cells over all slots)."""
+    return (
+        LLAMACPP_PROCESS_BASE
+        + LLAMACPP_VOCAB_BYTES * arch.vocab_size
+        + LLAMACPP_LAYER_BYTES * arch.layers
+        + LLAMACPP_CTX_BYTES * n_ctx
+    )
+
+
+def llamacpp_cpu_work_bytes(
+    arch: Architecture, *, n_ctx: int, slots: int, ubatch: int, flash_attn: bool
+) -> int:
+    """ggml's CPU work buffer (malloc'd outside the logged compute buffer, kept for the
+    life of the process). Without flash attention its largest user is the attention
+    product KQ·V: the f32 scores [n_kv, ubatch, heads] are converted to V's f16 first,
+    so it holds n_kv × ubatch × heads × 2 bytes (n_kv: cells of one KV stream). With
+    flash attention the work buffer is a per-thread scratch of a few hundred KiB."""
+    if flash_attn:
+        return 0
+    n_kv = n_ctx if slots <= 1 else n_ctx // slots
+    return min(ubatch, n_ctx) * n_kv * arch.heads * 2
+
+
+def llamacpp_checkpoint_bytes(arch: Architecture, *, n_ctx: int, slots: int, kv_dtype: str) -> int:
+    """One context checkpoint of one slot: the part of the memory that cannot be rolled
+    back, copied to RAM by llama-server (tools/server: create_checkpoint). Sliding-window
+    layers: the cells inside the window; recurrent layers: the state of one sequence.
+    0 for models with neither (no checkpoints are made)."""
+    kinds = layer_kinds(arch)
+    elem = layer_token_elems(arch) * KV_DTYPE_BYTES[kv_dtype]
+    local = arch.local_attention
+    total = 0.0
+    if "sliding" in kinds and local is not None and local.window is not None:
+        cells = min(local.window, n_ctx // max(1, slots))
+        total += kinds.count("sliding") * cells * elem
+    if "linear" in kinds:
+        total += linear_state_bytes(arch)
+    return int(total)
+
+
 # --- vLLM --------------------------------------------------------------------------------
 
 

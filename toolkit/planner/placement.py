@@ -62,6 +62,8 @@ class Evaluated:
     shortfall: int = 0
     needs: int = 0
     have: int = 0
+    ctx_checkpoints: int | None = None
+    cache_ram_mib: int | None = None
 
 
 def ram_capacity(hw: Hardware) -> int:
@@ -81,12 +83,59 @@ def _active_layer_bytes(layout: WeightLayout, arch: Architecture, i: int) -> flo
 
 
 def _check(dev: DeviceMemory) -> str | None:
-    if dev.total_bytes > dev.capacity_bytes:
+    if dev.needed_bytes > dev.capacity_bytes:
         return (
-            f"{dev.id}: needs {dev.total_bytes / GiB:.1f} GiB, "
+            f"{dev.id}: needs {dev.needed_bytes / GiB:.1f} GiB, "
             f"{dev.capacity_bytes / GiB:.1f} GiB usable"
         )
     return None
+
+
+@dataclass(frozen=True)
+class HostCaches:
+    """What llama-server may add in RAM while it serves, as deploy caps it."""
+
+    #: --ctx-checkpoints per slot (None: the model makes none, the flag is left out).
+    checkpoints: int | None
+    #: --cache-ram in MiB (0 turns the prompt cache off).
+    cache_ram_mib: int
+    #: Bytes both may reach.
+    bytes: int
+
+
+def llamacpp_host_caches(
+    arch: Architecture,
+    *,
+    room: int,
+    kv_total: int,
+    n_ctx: int,
+    slots: int,
+    kv_dtype: str,
+) -> HostCaches:
+    """Size llama-server's RAM caches to the room the plan leaves, never beyond it.
+
+    Left at the engine's defaults they grow without regard to the machine: the prompt
+    cache up to 8 GiB (`--cache-ram 8192`) and 32 context checkpoints per slot, each a
+    copy of the sliding-window KV or recurrent state (hundreds of MiB on Gemma 3 27B;
+    ggml-org/llama.cpp#21690). Deploy keeps LLAMACPP_CHECKPOINTS per slot (fewer when the
+    room is short) and a prompt cache that holds one saved state per slot (the KV cache
+    plus its checkpoints and a header), shrunk to the room left; below one slot's state it
+    is off."""
+    one = mem.llamacpp_checkpoint_bytes(arch, n_ctx=n_ctx, slots=slots, kv_dtype=kv_dtype)
+    room = max(0, room)
+    checkpoints: int | None = None
+    used = 0
+    if one > 0:
+        checkpoints = min(mem.LLAMACPP_CHECKPOINTS, room // (one * slots))
+        used = checkpoints * one * slots
+    # a saved state is its KV cells and checkpoints plus a small header (8.004 MiB for
+    # 8 MiB of KV): one MiB per slot over, or llama-server skips the state as too large
+    want = kv_total + used + slots * MiB
+    cache = min(want, room - used)
+    if cache < want / slots:
+        cache = 0
+    mib = cache // MiB
+    return HostCaches(checkpoints, mib, used + mib * MiB)
 
 
 def llamacpp(
@@ -141,6 +190,11 @@ def llamacpp(
     g_kv = [0] * len(gpus)
     g_read = [0.0] * len(gpus)
     cpu_w = layout.embedding_bytes + layout.other_bytes
+    # CPU_REPACK: Q4_0/Q4_K tensors that run on the CPU are copied into llama.cpp's own
+    # buffer; the mapped file pages they came from stay resident but are never read again.
+    repack_layer = layout.repack_bytes_per_layer or tuple(0 for _ in range(n))
+    repack_exp = layout.repack_expert_bytes_per_layer or tuple(0 for _ in range(n))
+    repack = 0
     cpu_kv = 0
     cpu_read = 0.0
     frac = arch.moe.experts_per_token / arch.moe.experts if arch.moe else 0.0
@@ -150,12 +204,15 @@ def llamacpp(
         read = _active_layer_bytes(layout, arch, i)
         if k < 0:
             cpu_w += layout.per_layer_bytes[i]
+            repack += repack_layer[i]
             cpu_kv += kv_layers[i]
             cpu_read += read + kv_layers[i] * kv_scale
             continue
         exp = experts[i] if i < n_cpu_moe else 0
         g_w[k] += layout.per_layer_bytes[i] - exp
         cpu_w += exp
+        if exp:
+            repack += repack_exp[i]
         cpu_read += exp * frac
         g_read[k] += read - exp * frac + kv_layers[i] * kv_scale
         g_kv[k] += kv_layers[i]
@@ -167,7 +224,9 @@ def llamacpp(
         g_read[-1] += head_read
     else:
         cpu_w += layout.output_bytes
+        repack += layout.repack_bytes_other
         cpu_read += head_read
+    cpu_w += repack
     devices: list[DeviceMemory] = []
     reasons: list[str] = []
     parts: list[Part] = []
@@ -207,27 +266,48 @@ def llamacpp(
     unified = any(g.unified_memory for g in gpus)
     ram_known = hw.host.ram_known
     ram_cap = ram_capacity(hw)
-    cpu_total = cpu_w + cpu_kv + cpu_comp
+    attention_on_cpu = any(o < 0 for o in owner)
+    overhead = mem.llamacpp_process_bytes(arch, n_ctx=n_ctx)
+    if attention_on_cpu:
+        overhead += mem.llamacpp_cpu_work_bytes(
+            arch, n_ctx=n_ctx, slots=slots, ubatch=ubatch, flash_attn=flash_attn
+        )
+    rest = cpu_w - repack + cpu_kv + cpu_comp + overhead
+    if unified:
+        room = caps[0] - rest - sum(d.total_bytes for d in devices)
+    else:
+        room = (ram_cap if ram_known else UNKNOWN_RAM_ALLOWANCE) - rest
+    caches = llamacpp_host_caches(
+        arch,
+        room=room,
+        kv_total=sum(kv_layers),
+        n_ctx=n_ctx,
+        slots=slots,
+        kv_dtype=kv_dtype,
+    )
+    cpu_total = cpu_w + cpu_kv + cpu_comp + overhead + caches.bytes
     cpu = DeviceMemory(
         "cpu",
         cpu_w,
         cpu_kv,
         cpu_comp,
-        0,
+        overhead,
         cpu_total,
-        ram_cap if ram_known else cpu_total,
+        ram_cap if ram_known else cpu_total - repack,
         free_bytes=hw.host.ram_available_bytes if ram_known else None,
+        cache_bytes=caches.bytes,
+        reclaimable_bytes=repack,
     )
     devices.append(cpu)
     if not ram_known and not unified:
         if not gpus or on_gpu < n or n_cpu_moe > 0:
             reasons.append(
-                f"needs {cpu_total / GiB:.1f} GiB of RAM for layers or experts on the CPU, "
-                "and the hardware spec gives no RAM: add ram=SIZE to --hw"
+                f"needs {cpu.needed_bytes / GiB:.1f} GiB of RAM for layers or experts on the "
+                "CPU, and the hardware spec gives no RAM: add ram=SIZE to --hw"
             )
-        elif cpu_total > UNKNOWN_RAM_ALLOWANCE:
+        elif cpu.needed_bytes > UNKNOWN_RAM_ALLOWANCE:
             reasons.append(
-                f"needs {cpu_total / GiB:.1f} GiB of RAM beside the GPUs, more than the "
+                f"needs {cpu.needed_bytes / GiB:.1f} GiB of RAM beside the GPUs, more than the "
                 f"{UNKNOWN_RAM_ALLOWANCE / GiB:.0f} GiB assumed when the hardware spec gives "
                 "no RAM: add ram=SIZE to --hw"
             )
@@ -239,16 +319,16 @@ def llamacpp(
             reasons.append(why)
     if unified:
         # GPU and CPU share one pool: the sum must fit the GPU's working-set cap.
-        used = sum(d.total_bytes for d in devices)
+        used = sum(d.needed_bytes for d in devices)
         cap = caps[0]
         reasons = (
             []
             if used <= cap
             else [f"unified memory: needs {used / GiB:.1f} GiB, {cap / GiB:.1f} GiB usable"]
         )
-    needs = sum(d.total_bytes for d in devices)
+    needs = sum(d.needed_bytes for d in devices)
     have = sum(d.capacity_bytes for d in devices if d.id != "cpu" or hw.host.ram_known)
-    shortfall = sum(max(0, d.total_bytes - d.capacity_bytes) for d in devices)
+    shortfall = sum(max(0, d.needed_bytes - d.capacity_bytes) for d in devices)
     if not gpus:
         placement = "cpu"
     elif unified:
@@ -274,6 +354,8 @@ def llamacpp(
         shortfall=shortfall,
         needs=needs,
         have=have,
+        ctx_checkpoints=caches.checkpoints,
+        cache_ram_mib=caches.cache_ram_mib,
     )
 
 

@@ -124,6 +124,8 @@ def _plan(
             ubatch=req.ubatch or 512,
             slots=conc,
             threads=_threads(hw, e),
+            cache_ram_mib=e.cache_ram_mib,
+            ctx_checkpoints=e.ctx_checkpoints,
         )
         if e.n_cpu_moe:
             notes.append("MoE-expert offload needs the native llama-server (--n-cpu-moe)")

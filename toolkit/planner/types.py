@@ -44,6 +44,19 @@ class DeviceMemory:
     free_bytes: int | None = None
     #: Terms replaced by calibration records ("kv_cache_bytes", "compute_bytes"…).
     measured: tuple[str, ...] = ()
+    #: Caches the engine fills while it serves, capped by the plan's settings (llama-server:
+    #: the prompt cache `--cache-ram` and the context checkpoints `--ctx-checkpoints`, in
+    #: RAM). Part of total_bytes.
+    cache_bytes: int = 0
+    #: Part of total_bytes in file pages the engine no longer reads (the GGUF bytes of the
+    #: tensors llama.cpp copied into its CPU_REPACK buffer): resident after loading, given
+    #: back by the kernel under memory pressure, so not counted against capacity_bytes.
+    reclaimable_bytes: int = 0
+
+    @property
+    def needed_bytes(self) -> int:
+        """What must fit in capacity_bytes: total_bytes less reclaimable file pages."""
+        return self.total_bytes - self.reclaimable_bytes
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,10 @@ class LlamaCppSettings:
     #: Parallel slots (-np); ctx is per slot × slots in total.
     slots: int = 1
     mmap: bool = True
+    #: llama-server's prompt cache (--cache-ram, MiB; 0 = off). None: the engine's default.
+    cache_ram_mib: int | None = None
+    #: Context checkpoints per slot (--ctx-checkpoints). None: the engine's default.
+    ctx_checkpoints: int | None = None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def _scaled_to(arch: Architecture, layout: WeightLayout, size_bytes: int) -> Wei
         active_bytes=_active(arch, total, emb, experts),
         unloaded_bytes=s(layout.unloaded_bytes),
         repack_bytes_per_layer=tuple(s(b) for b in layout.repack_bytes_per_layer),
+        repack_expert_bytes_per_layer=tuple(s(b) for b in layout.repack_expert_bytes_per_layer),
         repack_bytes_other=s(layout.repack_bytes_other),
     )
 

@@ -27,9 +27,9 @@ def fit_problems(plan: Plan, free: dict[str, int]) -> list[str]:
     out = []
     for dev in plan.memory:
         have = free.get(dev.id)
-        if have is not None and dev.total_bytes > have:
+        if have is not None and dev.needed_bytes > have:
             out.append(
-                f"{dev.id}: needs {format_bytes(dev.total_bytes)}, {format_bytes(have)} free now"
+                f"{dev.id}: needs {format_bytes(dev.needed_bytes)}, {format_bytes(have)} free now"
             )
     return out
 

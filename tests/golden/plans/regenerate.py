@@ -36,8 +36,13 @@ def summary(spec: str) -> dict[str, Any]:
             "kernel": p.kernel,
             "ctx": p.ctx,
             "max_ctx": p.max_ctx,
+            # [needed (total less reclaimable file pages), capacity, of it caches]
             "memory_gib": {
-                d.id: [round(d.total_bytes / GiB, 2), round(d.capacity_bytes / GiB, 2)]
+                d.id: [
+                    round(d.needed_bytes / GiB, 2),
+                    round(d.capacity_bytes / GiB, 2),
+                    round(d.cache_bytes / GiB, 2),
+                ]
                 for d in p.memory
             },
             "decode_tok_s": p.speed.decode_tok_s,
@@ -48,6 +53,8 @@ def summary(spec: str) -> dict[str, Any]:
                 "n_gpu_layers": p.llamacpp.n_gpu_layers,
                 "n_cpu_moe": p.llamacpp.n_cpu_moe,
                 "tensor_split": list(p.llamacpp.tensor_split),
+                "cache_ram_mib": p.llamacpp.cache_ram_mib,
+                "ctx_checkpoints": p.llamacpp.ctx_checkpoints,
             }
         if p.vllm is not None:
             row["vllm"] = {
