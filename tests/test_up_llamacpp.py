@@ -171,6 +171,22 @@ def test_engine_runs_private(live: LiveRun) -> None:
     assert {c.laddr.ip for c in conns} == {"127.0.0.1"}
 
 
+def test_ram_caches_are_capped_as_planned(live: LiveRun) -> None:
+    """llama-server's prompt cache gets the plan's cap, not the engine's 8 GiB default, and
+    the process stays within the plan's RAM total after the chats above."""
+    settings = live.plan.llamacpp
+    assert settings is not None and settings.cache_ram_mib is not None
+    assert 0 < settings.cache_ram_mib < 8192
+    with deploy_env(live.home):
+        res = run("logs", "smol", "--lines", "100000")
+    assert res.exit_code == 0, res.stderr
+    assert f"prompt cache is enabled, size limit: {settings.cache_ram_mib} MiB" in res.stdout
+    cpu = next(d for d in live.plan.memory if d.id == "cpu")
+    assert cpu.cache_bytes >= settings.cache_ram_mib * 2**20
+    rss = psutil.Process(live.pid).memory_info().rss
+    assert rss <= cpu.total_bytes, (rss, cpu.total_bytes)
+
+
 def test_ps_shows_ready(live: LiveRun) -> None:
     with deploy_env(live.home):
         res = run("ps", "--json")
