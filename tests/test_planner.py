@@ -35,6 +35,21 @@ SMOL = Architecture(
 )
 
 
+#: Gemma 3 270M as its GGUF header states it: 18 layers, every 6th global, window 512.
+GEMMA3_270M = Architecture(
+    model_type="gemma3",
+    layers=18,
+    hidden_size=640,
+    heads=4,
+    kv_heads=1,
+    head_dim=256,
+    vocab_size=262144,
+    intermediate_size=2048,
+    tied_embeddings=True,
+    local_attention=LocalAttention(kind="sliding", window=512, global_every=6, global_first=5),
+)
+
+
 def gpu(name: str, cc: str, total_gib: float, free_gib: float | None = None, i: int = 0) -> Gpu:
     total = int(total_gib * GiB)
     free = total if free_gib is None else int(free_gib * GiB)
@@ -65,18 +80,7 @@ def test_llamacpp_buffers_match_smollm2_logs(n_ctx: int, kv_mib: float, compute_
 
 def test_sliding_window_layers_hold_window_plus_ubatch_cells() -> None:
     # Gemma-3-like: 18 layers, every 6th global, window 512 (llama-kv-cache-iswa.cpp).
-    arch = Architecture(
-        model_type="gemma3",
-        layers=18,
-        hidden_size=640,
-        heads=4,
-        kv_heads=1,
-        head_dim=256,
-        vocab_size=262144,
-        intermediate_size=2048,
-        local_attention=LocalAttention(kind="sliding", window=512, global_every=6, global_first=5),
-    )
-    per = mem.llamacpp_kv_per_layer(arch, n_ctx=8192, slots=1, ubatch=512, kv_dtype="f16")
+    per = mem.llamacpp_kv_per_layer(GEMMA3_270M, n_ctx=8192, slots=1, ubatch=512, kv_dtype="f16")
     row = 2 * 1 * 256 * 2
     assert per[5] == 8192 * row  # global layer: the whole context
     assert per[0] == 1024 * row  # PAD(512 + 512, 256)

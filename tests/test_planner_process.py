@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.fabricate import write_gguf
-from tests.test_planner import SMOL, gpu, machine
-from toolkit.catalog.schema import Architecture, LocalAttention
+from tests.test_planner import GEMMA3_270M, SMOL, gpu, machine
+from toolkit.catalog.schema import Architecture
 from toolkit.engines import InstalledEngine
 from toolkit.engines.llamacpp import native_launch
 from toolkit.engines.serving import RecipeServing
@@ -23,18 +23,7 @@ from toolkit.planner.types import DeviceMemory, Plan, PlanRequest
 MiB = 2**20
 GiB = 2**30
 
-GEMMA = Architecture(
-    model_type="gemma3",
-    layers=18,
-    hidden_size=640,
-    heads=4,
-    kv_heads=1,
-    head_dim=256,
-    vocab_size=262144,
-    intermediate_size=2048,
-    tied_embeddings=True,
-    local_attention=LocalAttention(kind="sliding", window=512, global_every=6, global_first=5),
-)
+GEMMA = GEMMA3_270M
 
 
 def _cpu(
