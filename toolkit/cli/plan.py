@@ -208,12 +208,14 @@ def estimate(model: str, hw_spec: str | None, as_json: bool, **kw: Any) -> None:
                     f"{format_bytes(d['compute_bytes'])}, overhead "
                     f"{format_bytes(d['overhead_bytes'])}"
                     + (f", caches {format_bytes(d['cache_bytes'])}" if d["cache_bytes"] else "")
-                    + f" = {format_bytes(d['total_bytes'])} of {format_bytes(d['capacity_bytes'])}"
+                    + f" = {format_bytes(d['total_bytes'])}"
                     + (
-                        f" ({format_bytes(d['reclaimable_bytes'])} of it reclaimable file pages)"
+                        f", {format_bytes(d['total_bytes'] - d['reclaimable_bytes'])} needed "
+                        f"({format_bytes(d['reclaimable_bytes'])} are reclaimable file pages)"
                         if d["reclaimable_bytes"]
                         else ""
                     )
+                    + f" of {format_bytes(d['capacity_bytes'])}"
                 )
             out.print(f"  decode ~{doc['decode_tok_s']} tok/s per stream")
     if not doc["fits"]:

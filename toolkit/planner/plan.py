@@ -11,6 +11,7 @@ from dataclasses import replace
 from toolkit.hardware.model import Hardware
 from toolkit.inspect.layout import WeightLayout
 from toolkit.planner import compat, placement, search
+from toolkit.planner import memory as mem
 from toolkit.planner.calibrate import EngineVersions, apply_calibration
 from toolkit.planner.inputs import ModelInput, VariantInput
 from toolkit.planner.kv import global_kv_bytes_per_token
@@ -129,6 +130,16 @@ def _plan(
         )
         if e.n_cpu_moe:
             notes.append("MoE-expert offload needs the native llama-server (--n-cpu-moe)")
+        if e.cache_ram_mib == 0:
+            notes.append(
+                "llama-server's prompt cache is off (--cache-ram 0): the RAM left cannot hold "
+                "one saved context"
+            )
+        if e.ctx_checkpoints is not None and e.ctx_checkpoints < mem.LLAMACPP_CHECKPOINTS:
+            notes.append(
+                f"{e.ctx_checkpoints} context checkpoints per slot (RAM is short): a chat "
+                "that edits earlier turns may reprocess its prompt"
+            )
     else:
         on_cpu = e.devices[0].id == "cpu"
         vllm = VllmSettings(
