@@ -113,7 +113,7 @@ MLA = Architecture(
 #: name → (architecture or None for SmolLM2, file type, contexts, quick contexts)
 CASES: dict[str, tuple[Architecture | None, str, tuple[int, ...], tuple[int, ...]]] = {
     "smollm2": (None, "Q4_1", (512, 2048, 8192), (2048,)),
-    "gemma270m": (None, "Q4_K_M", (1024, 8192, 32768), (8192,)),
+    "gemma270m": (None, "Q4_K_M", (1024, 8192), (8192,)),
     "dense48": (DENSE48, "Q8_0", (1024, 4096), (1024,)),
     "dense48q4": (DENSE48, "Q4_0", (4096,), (4096,)),
     "moe": (MOE, "Q4_K_M", (2048, 8192), (2048,)),

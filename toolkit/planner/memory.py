@@ -95,8 +95,9 @@ def llamacpp_compute_bytes(
     the attention mask (a graph input, alive throughout) plus the largest phase (f32):
       mask   = ubatch × (n_kv + sliding-window cells of one KV stream) × (2 bytes with
                flash-attn, else 4)
-      attn   = [no flash-attn: ubatch × n_kv × n_head (KQ)] + ubatch × (5·n_embd +
-               2·kv_heads·head_dim) (q, k, v, attention output, residual); MLA:
+      attn   = [no flash-attn: ubatch × n_kv × n_head (KQ)] + ubatch × (3·n_embd +
+               2·max(n_embd, n_head·head_dim) + 2·kv_heads·head_dim) (q, k, v,
+               attention output, residual); MLA:
                ubatch × (6·n_embd + n_head·(2·kv_lora_rank + qk_nope + v_head))
       ffn    = ubatch × (3·n_ff + 3·n_embd)   (MoE: top_k × n_ff_exp + shared experts)
       output = n_outputs × n_vocab (logits) + ubatch × n_embd
@@ -124,7 +125,10 @@ def llamacpp_compute_bytes(
         m = arch.mla
         extra = 6 * n_embd + arch.heads * (2 * m.kv_lora_rank + m.qk_nope_head_dim + m.v_head_dim)
     else:
-        extra = 5 * n_embd + 2 * arch.kv_heads * arch.head_dim
+        # q and the attention output are heads × head_dim wide, which is not n_embd in
+        # Qwen3 or Gemma 3 (fabricated shapes with a wider q logged 2 × (q − n_embd) more)
+        q = max(n_embd, arch.heads * arch.head_dim)
+        extra = 3 * n_embd + 2 * q + 2 * arch.kv_heads * arch.head_dim
     if arch.model_type.startswith("gemma"):
         extra += n_embd // 2  # sandwich norms: one more residual-sized tensor alive
     attn = 4 * ub * extra + (0 if flash_attn else 4 * ub * n_kv * arch.heads)
