@@ -61,14 +61,15 @@ def test_caches_cover_one_saved_state_per_slot_and_shrink_to_the_room() -> None:
     )
     assert roomy.checkpoints == mem.LLAMACPP_CHECKPOINTS
     # the saved state (KV + its checkpoints) plus a header margin, whole MiB
-    assert roomy.cache_ram_mib == (kv + 4 * one + MiB) // MiB
-    assert roomy.bytes == 4 * one + roomy.cache_ram_mib * MiB
+    k = mem.LLAMACPP_CHECKPOINTS
+    assert roomy.cache_ram_mib == (kv + k * one + MiB) // MiB
+    assert roomy.bytes == k * one + roomy.cache_ram_mib * MiB
     tight = placement.llamacpp_host_caches(
-        GEMMA, room=2 * one + one // 2, kv_total=kv, n_ctx=8192, slots=1, kv_dtype="f16"
+        GEMMA, room=one + one // 2, kv_total=kv, n_ctx=8192, slots=1, kv_dtype="f16"
     )
-    # two checkpoints fit; the rest cannot hold one state, so the prompt cache is off
-    assert (tight.checkpoints, tight.cache_ram_mib) == (2, 0)
-    assert tight.bytes == 2 * one
+    # one checkpoint fits; the rest cannot hold one state, so the prompt cache is off
+    assert (tight.checkpoints, tight.cache_ram_mib) == (1, 0)
+    assert tight.bytes == one
     none = placement.llamacpp_host_caches(
         SMOL, room=-5, kv_total=kv, n_ctx=8192, slots=1, kv_dtype="f16"
     )
@@ -173,10 +174,10 @@ def test_launch_passes_the_caps_when_the_engine_has_the_flags() -> None:
 
     plan = best_plan("gemma-3-4b", PlanRequest(engine="llamacpp", ctx=8192), hw="cpu,ram=24G")
     s = plan.llamacpp
-    assert s is not None and s.cache_ram_mib and s.ctx_checkpoints == 4
+    assert s is not None and s.cache_ram_mib and s.ctx_checkpoints == mem.LLAMACPP_CHECKPOINTS
     argv = _launch(plan, frozenset({"--cache-ram", "--ctx-checkpoints", "--model"}))
     assert argv[argv.index("--cache-ram") + 1] == str(s.cache_ram_mib)
-    assert argv[argv.index("--ctx-checkpoints") + 1] == "4"
+    assert argv[argv.index("--ctx-checkpoints") + 1] == str(s.ctx_checkpoints)
     # an older llama-server without these caches gets neither flag
     old = _launch(plan, frozenset({"--model", "--ctx-size"}))
     assert "--cache-ram" not in old and "--ctx-checkpoints" not in old

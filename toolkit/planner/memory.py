@@ -170,7 +170,9 @@ LLAMACPP_LAYER_BYTES = 64 * 1024
 LLAMACPP_CTX_BYTES = 1024
 #: Context checkpoints llama-server may keep per slot for sliding-window and recurrent
 #: models when deploy launches it (`--ctx-checkpoints`; the engine's own default is 32).
-LLAMACPP_CHECKPOINTS = 4
+#: Each request makes two near the end of its prompt (4 + ubatch and 4 tokens before it),
+#: and the one 4 tokens before the end is what the next turn of a chat rolls back to.
+LLAMACPP_CHECKPOINTS = 2
 
 
 def llamacpp_process_bytes(arch: Architecture, *, n_ctx: int) -> int:

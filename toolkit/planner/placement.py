@@ -117,7 +117,7 @@ def llamacpp_host_caches(
     Left at the engine's defaults they grow without regard to the machine: the prompt
     cache up to 8 GiB (`--cache-ram 8192`) and 32 context checkpoints per slot, each a
     copy of the sliding-window KV or recurrent state (hundreds of MiB on Gemma 3 27B;
-    ggml-org/llama.cpp#21690). Deploy keeps LLAMACPP_CHECKPOINTS per slot (fewer when the
+    ggml-org/llama.cpp#21690). Deploy keeps LLAMACPP_CHECKPOINTS (2) per slot (fewer when the
     room is short) and a prompt cache that holds one saved state per slot (the KV cache
     plus its checkpoints and a header), shrunk to the room left; below one slot's state it
     is off."""
