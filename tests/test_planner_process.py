@@ -181,3 +181,16 @@ def test_launch_passes_the_caps_when_the_engine_has_the_flags() -> None:
     # an older llama-server without these caches gets neither flag
     old = _launch(plan, frozenset({"--model", "--ctx-size"}))
     assert "--cache-ram" not in old and "--ctx-checkpoints" not in old
+
+
+def test_plans_written_before_the_cache_settings_still_load() -> None:
+    from toolkit.api.plan import best_plan
+
+    doc = best_plan("smollm2-135m", PlanRequest(engine="llamacpp"), hw="cpu,ram=24G").to_dict()
+    for dev in doc["memory"]:
+        del dev["cache_bytes"], dev["reclaimable_bytes"]
+    del doc["llamacpp"]["cache_ram_mib"], doc["llamacpp"]["ctx_checkpoints"]
+    old = Plan.from_dict(doc)
+    assert old.llamacpp is not None and old.llamacpp.cache_ram_mib is None
+    assert "--cache-ram" not in _launch(old, frozenset({"--cache-ram"}))
+    assert all(d.cache_bytes == 0 and d.needed_bytes == d.total_bytes for d in old.memory)
