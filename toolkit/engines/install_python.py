@@ -114,20 +114,33 @@ def install_llamacpp_python(
 def python_server_flags(python: Path, log: Path) -> frozenset[str]:
     """llama_cpp.server's flags from its argparse --help (it imports llama_cpp: a check
     that the built library loads)."""
-    proc = subprocess.run(
+    return _help_flags(
         [str(python), "-m", "llama_cpp.server", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        log=log,
+        required="--n_ctx",
+        what="llama_cpp.server",
+        hint="deploy engines install llamacpp-python --force",
     )
+
+
+def _help_flags(
+    argv: list[str],
+    *,
+    log: Path,
+    required: str,
+    what: str,
+    hint: str,
+    env: dict[str, str] | None = None,
+) -> frozenset[str]:
+    """Run an installed server's --help, keep the tail of its output in `log`, and return
+    its flags; EngineError when it fails or lacks `required` (the server does not load)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
     with log.open("a", encoding="utf-8") as fh:
         fh.write(proc.stdout[-2000:] + proc.stderr[-4000:])
     flags = parse_help(proc.stdout)
-    if proc.returncode != 0 or "--n_ctx" not in flags:
+    if proc.returncode != 0 or required not in flags:
         raise EngineError(
-            f"llama_cpp.server does not start (--help exit {proc.returncode}); see {log}",
-            hint="deploy engines install llamacpp-python --force",
+            f"{what} does not start ({argv[-1]} exit {proc.returncode}); see {log}", hint=hint
         )
     return flags
 
@@ -218,20 +231,11 @@ def install_vllm(
 def vllm_help_flags(python: Path, log: Path) -> frozenset[str]:
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
-    proc = subprocess.run(
+    return _help_flags(
         [str(python), "-m", "vllm.entrypoints.openai.api_server", "--help=all"],
-        capture_output=True,
-        text=True,
+        log=log,
+        required="--max-model-len",
+        what="vLLM",
+        hint="deploy engines install vllm --force",
         env=env,
-        timeout=300,
-        check=False,
     )
-    with log.open("a", encoding="utf-8") as fh:
-        fh.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-    flags = parse_help(proc.stdout)
-    if proc.returncode != 0 or "--max-model-len" not in flags:
-        raise EngineError(
-            f"vLLM does not start (--help=all exit {proc.returncode}); see {log}",
-            hint="deploy engines install vllm --force",
-        )
-    return flags
