@@ -24,6 +24,12 @@ def _pad(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
+def stream_cells(n_ctx: int, slots: int, *, unified: bool = False) -> int:
+    """Full-attention cells one KV stream holds: all n_ctx with one slot or unified KV,
+    else n_ctx / slots (llama-server's default split KV, one stream per slot)."""
+    return n_ctx if unified or slots <= 1 else n_ctx // slots
+
+
 def layer_token_elems(arch: Architecture) -> int:
     """Cached elements per token in one attention layer (K + V, or the MLA latent)."""
     if arch.mla is not None:
@@ -110,7 +116,7 @@ def llamacpp_compute_bytes(
     n_embd = arch.hidden_size
     # Split KV: each of the `slots` streams sees its own cells and ubatch/slots tokens, so
     # the mask totals ubatch × (cells of one stream).
-    n_kv = n_ctx if unified or slots <= 1 else n_ctx // slots
+    n_kv = stream_cells(n_ctx, slots, unified=unified)
     kinds = layer_kinds(arch)
     swa_cells = 0
     local = arch.local_attention
@@ -196,8 +202,7 @@ def llamacpp_cpu_work_bytes(
     flash attention the work buffer is a per-thread scratch of a few hundred KiB."""
     if flash_attn:
         return 0
-    n_kv = n_ctx if slots <= 1 else n_ctx // slots
-    return min(ubatch, n_ctx) * n_kv * arch.heads * 2
+    return min(ubatch, n_ctx) * stream_cells(n_ctx, slots) * arch.heads * 2
 
 
 def llamacpp_checkpoint_bytes(arch: Architecture, *, n_ctx: int, slots: int, kv_dtype: str) -> int:
@@ -210,7 +215,7 @@ def llamacpp_checkpoint_bytes(arch: Architecture, *, n_ctx: int, slots: int, kv_
     local = arch.local_attention
     total = 0.0
     if "sliding" in kinds and local is not None and local.window is not None:
-        cells = min(local.window, n_ctx // max(1, slots))
+        cells = min(local.window, stream_cells(n_ctx, slots))
         total += kinds.count("sliding") * cells * elem
     if "linear" in kinds:
         total += linear_state_bytes(arch)

@@ -86,7 +86,7 @@ def llamacpp_search(
 
 
 def _gpus_fit(e: Evaluated) -> bool:
-    return all(d.total_bytes <= d.capacity_bytes for d in e.devices if d.id != "cpu")
+    return all(d.needed_bytes <= d.capacity_bytes for d in e.devices if d.id != "cpu")
 
 
 def _smallest(ev: Callable[[int], Evaluated], lo: int, hi: int) -> Evaluated | None:
