@@ -5,15 +5,15 @@ scripts/bench/planner_accuracy.py and, for the caps, by tests/test_up_llamacpp.p
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tests.fabricate import write_gguf
+from tests.test_engines import LLAMA, opt
 from tests.test_planner import GEMMA3_270M, SMOL, gpu, machine
 from toolkit.catalog.schema import Architecture
-from toolkit.engines import InstalledEngine
 from toolkit.engines.llamacpp import native_launch
 from toolkit.engines.serving import RecipeServing
-from toolkit.hardware.model import Gpu
 from toolkit.inspect.gguf import read_gguf
 from toolkit.inspect.layout import estimate_layout
 from toolkit.planner import memory as mem
@@ -132,31 +132,18 @@ def test_repacked_tensors_count_twice_in_rss_once_against_ram(tmp_path: Path) ->
         arch,
         lay4,
         hw,
-        [_gpu()],
+        [gpu("RTX 4090", "8.9", 24)],
         kv_read_ctx=512,
         **{**common, "ngl": arch.layers + 1},  # type: ignore[arg-type]
     )
     assert g.devices[-1].reclaimable_bytes == 0
 
 
-def _gpu() -> Gpu:
-    return gpu("RTX 4090", "8.9", 24)
-
-
-def _installed(flags: frozenset[str]) -> InstalledEngine:
-    return InstalledEngine(
-        name="llamacpp",
-        path=Path("/opt/llama-server"),
-        version="test",
-        backend="CPU",
-        flags=flags,
-    )
-
-
-def _launch(plan: Plan, flags: frozenset[str]) -> list[str]:
+def _launch(plan: Plan, flags: frozenset[str]) -> tuple[str, ...]:
+    """native_launch itself (build_launch would also refuse flags the engine lacks)."""
     la = native_launch(
         plan,
-        _installed(flags),
+        replace(LLAMA, flags=flags),
         model_path=Path("/m.gguf"),
         served_model_name="m",
         host="127.0.0.1",
@@ -166,7 +153,7 @@ def _launch(plan: Plan, flags: frozenset[str]) -> list[str]:
         tls=None,
         serving=RecipeServing(),
     )
-    return list(la.argv)
+    return la.argv
 
 
 def test_launch_passes_the_caps_when_the_engine_has_the_flags() -> None:
@@ -176,8 +163,8 @@ def test_launch_passes_the_caps_when_the_engine_has_the_flags() -> None:
     s = plan.llamacpp
     assert s is not None and s.cache_ram_mib and s.ctx_checkpoints == mem.LLAMACPP_CHECKPOINTS
     argv = _launch(plan, frozenset({"--cache-ram", "--ctx-checkpoints", "--model"}))
-    assert argv[argv.index("--cache-ram") + 1] == str(s.cache_ram_mib)
-    assert argv[argv.index("--ctx-checkpoints") + 1] == str(s.ctx_checkpoints)
+    assert opt(argv, "--cache-ram") == str(s.cache_ram_mib)
+    assert opt(argv, "--ctx-checkpoints") == str(s.ctx_checkpoints)
     # an older llama-server without these caches gets neither flag
     old = _launch(plan, frozenset({"--model", "--ctx-size"}))
     assert "--cache-ram" not in old and "--ctx-checkpoints" not in old
