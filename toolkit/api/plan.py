@@ -60,12 +60,40 @@ def installed_engine_versions(hw: Hardware) -> dict[str, list[str]]:
 
 def _from_recipes(name: str) -> tuple[list[ModelInput], str | None]:
     from toolkit.api.recipes import catalog
-    from toolkit.catalog import resolve, variant_id
+    from toolkit.catalog import resolve
 
     cat = catalog()
     resolved = resolve(cat, name)
+    models = _recipe_inputs(cat, resolved.entries)
+    if not models:
+        raise NotFound(f"{name!r} has no architecture facts to plan with")
+    return models, resolved.variant_id
+
+
+def task_models(task: str) -> list[ModelInput]:
+    """Every recipe model tagged for TASK (code, chat, reason, embed)."""
+    from toolkit.api.recipes import catalog
+    from toolkit.catalog.schema import TASKS
+
+    if task not in TASKS:
+        raise UsageError(f"unknown task {task!r}; one of: {', '.join(TASKS)}")
+    cat = catalog()
+    entries = [e for e in cat.models.values() if e.model.tasks and task in e.model.tasks.tags]
+    models = _recipe_inputs(cat, entries)
+    if not models:
+        raise NotFound(
+            f"no recipe is tagged for task {task!r}", hint="deploy recipes list (see each tasks)"
+        )
+    return models
+
+
+def _recipe_inputs(cat: Any, entries: Any) -> list[ModelInput]:
+    from toolkit.catalog import variant_id
+    from toolkit.catalog.capability import capabilities
+
+    caps = capabilities(e.model for e in cat.models.values())
     models: list[ModelInput] = []
-    for entry in resolved.entries:
+    for entry in entries:
         m = entry.model
         arch = m.architecture
         if arch is None and m.same_architecture_as and m.same_architecture_as in cat.models:
@@ -82,8 +110,10 @@ def _from_recipes(name: str) -> tuple[list[ModelInput], str | None]:
                     download_bytes=v.total_size(),
                     max_tp=v.vllm.max_tp if v.vllm else None,
                     tp_divides=v.vllm.tp_divides if v.vllm else None,
+                    release=v.repo == m.repo,
                 )
             )
+        cap = caps.get(m.id)
         models.append(
             ModelInput(
                 id=m.id,
@@ -91,11 +121,15 @@ def _from_recipes(name: str) -> tuple[list[ModelInput], str | None]:
                 native_ctx=m.context.native,
                 params_total=m.params.total,
                 variants=tuple(variants),
+                capability=cap.score if cap else None,
+                capability_basis=cap.basis if cap else "",
+                min_ctx=m.min_ctx,
+                release_formats=tuple(
+                    sorted({v.format for v in m.variants if v.repo == m.repo and v.format != "gguf"})
+                ),
             )
         )
-    if not models:
-        raise NotFound(f"{name!r} has no architecture facts to plan with")
-    return models, resolved.variant_id
+    return models
 
 
 def _from_path(path: Path, quant: str | None) -> list[ModelInput]:
@@ -177,12 +211,13 @@ def model_inputs(model: str, request: PlanRequest) -> tuple[list[ModelInput], Pl
 
 
 def make_plans(
-    model: str,
+    model: str | None,
     request: PlanRequest | None = None,
     *,
     hw: str | Hardware | None = None,
     calibration: list[CalibrationRecord] | None = None,
     engine_versions: dict[str, list[str]] | None = None,
+    task: str | None = None,
 ) -> PlanResult:
     """Ranked viable plans (best first) and every rejection with its reason.
 
@@ -193,7 +228,14 @@ def make_plans(
     req = request or PlanRequest()
     _check_request(req)
     hardware = _hardware(hw)
-    models, req = model_inputs(model, req)
+    if model is not None and task is not None:
+        raise UsageError("give a MODEL or --task, not both", hint=f"deploy plan --task {task}")
+    if model is None:
+        if task is None:
+            raise UsageError("name a MODEL or a --task", hint="deploy plan qwen3-coder")
+        models = task_models(task)
+    else:
+        models, req = model_inputs(model, req)
     records = calibration if calibration is not None else _calibration(hardware)
     if engine_versions is None and calibration is None and records:
         engine_versions = installed_engine_versions(hardware)
@@ -254,6 +296,10 @@ def _check_request(req: PlanRequest) -> None:
         raise UsageError("--gpu-mem-util must be in (0, 1]")
     if req.tp is not None and req.tp < 1:
         raise UsageError("--tp must be at least 1")
+    if req.min_tok_s is not None and not 0 <= req.min_tok_s < 1e6:
+        raise UsageError("--min-tok-s must be between 0 and 1e6", hint="e.g. --min-tok-s 10")
+    if req.min_ctx is not None and not 1 <= req.min_ctx <= 1 << 24:
+        raise UsageError("--min-ctx must be a positive token count", hint="e.g. --min-ctx 8192")
 
 
 def up_command(plan: Plan) -> str:
@@ -272,7 +318,7 @@ def estimate(
     model: str, request: PlanRequest, *, hw: str | Hardware | None = None
 ) -> dict[str, Any]:
     """Memory breakdown of one configuration (the best one matching the settings)."""
-    result = make_plans(model, request, hw=hw)
+    result = make_plans(model, replace(request, lower_ctx=False), hw=hw)
     return estimate_document(result)
 
 

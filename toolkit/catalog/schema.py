@@ -296,6 +296,31 @@ class Sampling(_Frozen):
     source: str | None = None
 
 
+Task = Literal["code", "chat", "reason", "embed"]
+TASKS: tuple[str, ...] = ("code", "chat", "reason", "embed")
+
+
+class Capability(_Frozen):
+    """How capable a model is, as one published score (higher is better).
+
+    `scale` names the benchmark or leaderboard; scores are compared only within one scale
+    (the planner maps other scales and unscored models onto the main one by total
+    parameters, see docs/planner.md). `quote` is the source's own words with the number.
+    """
+
+    score: float
+    scale: str
+    source: str
+    quote: str | None = None
+
+
+class Tasks(_Frozen):
+    """What the model is made for (`deploy plan --task code`), with where that is said."""
+
+    tags: tuple[Task, ...]
+    source: str
+
+
 class Model(_Frozen):
     id: str
     name: str
@@ -313,6 +338,11 @@ class Model(_Frozen):
     tool_calling: bool = False
     license: Sourced | None = None
     release_date: str | None = None
+    capability: Capability | None = None
+    tasks: Tasks | None = None
+    #: Shortest context a user of this model needs (coder models: 32768); the planner's
+    #: default floor is 8192. With its reason.
+    min_ctx: PositiveInt | None = None
     variants: tuple[Variant, ...] = ()
     serving: Serving = Field(default_factory=Serving)
     sampling: Sampling | None = None

@@ -43,6 +43,16 @@ def settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default="quality",
             show_default=True,
         ),
+        click.option(
+            "--min-tok-s",
+            type=float,
+            help="Speed floor: slower plans rank after every usable one (default 10).",
+        ),
+        click.option(
+            "--min-ctx",
+            type=int,
+            help="Context floor (default 8192, or the recipe's own, e.g. 32768 for coders).",
+        ),
         click.option("--flash-attn", type=click.Choice(["on", "off", "auto"])),
         click.option("--ubatch", type=int, help="llama.cpp physical batch (default 512)."),
         hw_option,
@@ -68,25 +78,40 @@ def _request(kw: dict[str, Any]) -> PlanRequest:
         prefer=kw["prefer"],
         flash_attn=kw["flash_attn"],
         ubatch=kw["ubatch"],
+        min_tok_s=kw["min_tok_s"],
+        min_ctx=kw["min_ctx"],
     )
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @settings_options
 @click.option("--all", "show_all", is_flag=True, help="Also list rejected options with reasons.")
-def plan(model: str, hw_spec: str | None, as_json: bool, show_all: bool, **kw: Any) -> None:
+@click.option(
+    "--task",
+    type=click.Choice(["code", "chat", "reason", "embed"]),
+    help="Rank every recipe tagged for this task instead of one MODEL.",
+)
+def plan(
+    model: str | None,
+    hw_spec: str | None,
+    as_json: bool,
+    show_all: bool,
+    task: str | None,
+    **kw: Any,
+) -> None:
     """Rank what fits MODEL on this machine (or --hw), how, and how fast.
 
     Example: deploy plan qwen3-coder --hw 1xrtx4090,ram=64G
+    Example: deploy plan --task code   (the best coding model for this machine)
     """
-    result = api.make_plans(model, _request(kw), hw=hw_spec)
+    result = api.make_plans(model, _request(kw), hw=hw_spec, task=task)
     if as_json:
         emit_json(result.to_dict())
     else:
         _render(result, hw_spec, show_all)
     if not result.plans:
-        raise api.does_not_fit(model, result)
+        raise api.does_not_fit(model or f"--task {task}", result)
 
 
 def _memory(p: Plan) -> str:
@@ -115,6 +140,30 @@ def _placement(p: Plan) -> str:
     return s
 
 
+def speed_text(p: Plan) -> str:
+    """`~120 tok/s (95–150)`, `120 tok/s measured`, or `? tok/s`."""
+    s = p.speed
+    if s.decode_tok_s is None:
+        return "? tok/s"
+    if s.measured:
+        return f"{s.decode_tok_s:.0f} tok/s measured"
+    text = f"~{_n(s.decode_tok_s)} tok/s"
+    if s.decode_low is not None and s.decode_high is not None:
+        text += f" ({_n(s.decode_low)}–{_n(s.decode_high)})"
+    return text
+
+
+def _n(x: float) -> str:
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
+
+
+def download_text(p: Plan) -> str:
+    text = format_bytes(p.download_bytes)
+    if p.download_bytes is not None and p.download_estimated:
+        text = f"~{text} est."
+    return text
+
+
 def _table(result: PlanResult) -> None:
     from rich.table import Table
 
@@ -130,16 +179,15 @@ def _table(result: PlanResult) -> None:
         box=None,
     )
     for i, p in enumerate(result.plans, 1):
-        tok = "?" if p.speed.decode_tok_s is None else f"~{p.speed.decode_tok_s:.0f}"
         table.add_row(
             str(i),
-            p.variant_id,
+            p.variant_id + (f" ({p.label})" if p.label else ""),
             p.engine,
             _placement(p),
             f"{p.ctx:,} ({(p.max_ctx or 0):,})",
             _memory(p),
-            tok,
-            format_bytes(p.download_bytes),
+            speed_text(p).removesuffix(" tok/s"),
+            download_text(p),
         )
     console().print(table)
 
@@ -149,17 +197,21 @@ def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
     if result.plans and out.width >= 120:
         _table(result)
     for i, p in enumerate(result.plans, 1):
+        label = f"  [yellow]{p.label}[/yellow]" if p.label else ""
         if out.width < 120:
-            tok = "?" if p.speed.decode_tok_s is None else f"~{p.speed.decode_tok_s:.0f}"
-            out.print(f"{i:>2}. [bold]{p.variant_id}[/bold]  {p.engine}  {_placement(p)}")
             out.print(
-                f"    ctx {p.ctx:,} (max {(p.max_ctx or 0):,}) · {_memory(p)} · {tok} tok/s"
-                f" · download {format_bytes(p.download_bytes)}",
+                f"{i:>2}. [bold]{p.variant_id}[/bold]  {p.engine}  {_placement(p)}{label}"
+            )
+            out.print(
+                f"    ctx {p.ctx:,} (max {(p.max_ctx or 0):,}) · {_memory(p)} · "
+                f"{speed_text(p)} · download {download_text(p)}",
                 soft_wrap=True,
             )
             out.print(f"    {api.up_command(p)}", soft_wrap=True)
         else:
             out.print(f"{i:>2}  {api.up_command(p)}", soft_wrap=True)
+        if p.rank_reason:
+            out.print(f"    above #{i + 1}: {p.rank_reason}", soft_wrap=True)
     if result.plans:
         best = result.plans[0]
         out.print(f"best: #1 — kernel {best.kernel}; {best.speed.basis}", soft_wrap=True)
@@ -217,6 +269,6 @@ def estimate(model: str, hw_spec: str | None, as_json: bool, **kw: Any) -> None:
                     )
                     + f" of {format_bytes(d['capacity_bytes'])}"
                 )
-            out.print(f"  decode ~{doc['decode_tok_s']} tok/s per stream")
+            out.print(f"  decode ~{doc['decode_tok_s']} tok/s per stream ({doc['speed_basis']})")
     if not doc["fits"]:
         raise click.exceptions.Exit(3)

@@ -24,6 +24,8 @@ class VariantInput:
     tp_divides: int | None = None
     #: A local file or folder when the model did not come from a recipe.
     path: str | None = None
+    #: Published by the model's own repo (the release): its format is lossless by definition.
+    release: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,3 +35,11 @@ class ModelInput:
     native_ctx: int
     params_total: float | None = None
     variants: tuple[VariantInput, ...] = ()
+    #: Capability on the catalog's main scale (higher is better) and how it was obtained;
+    #: None when unknown (the planner then compares total parameters).
+    capability: float | None = None
+    capability_basis: str = ""
+    #: The shortest context a user of this model needs (recipe `min_ctx`).
+    min_ctx: int | None = None
+    #: Formats the model was released in (the variants in the model's own repo).
+    release_formats: tuple[str, ...] = ()

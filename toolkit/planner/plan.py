@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from toolkit.hardware.model import Hardware
 from toolkit.inspect.layout import WeightLayout
-from toolkit.planner import compat, placement, search
+from toolkit.planner import compat, placement, rank, search
 from toolkit.planner import memory as mem
 from toolkit.planner.calibrate import EngineVersions, apply_calibration
 from toolkit.planner.inputs import ModelInput, VariantInput
@@ -53,6 +53,17 @@ def variant_layout(model: ModelInput, v: VariantInput, info: QuantInfo) -> Weigh
     return estimate_layout(
         model.arch, info, params_total=model.params_total, size_bytes=v.download_bytes
     )
+
+
+def download_size(model: ModelInput, v: VariantInput) -> int | None:
+    """The variant's download: exact when its files are known, else the weights its
+    architecture and quant layout give (an estimate: `Plan.download_estimated`)."""
+    if v.download_bytes is not None:
+        return v.download_bytes
+    info = quant_info(v.quant, v.format) or quant_info(v.format)
+    if info is None:
+        return None
+    return variant_layout(model, v, info).total_bytes
 
 
 def _matches(v: VariantInput, req: PlanRequest) -> bool:
@@ -172,7 +183,7 @@ def _plan(
         kernel=verdict.kernel,
         format=v.format,
         quant=v.quant,
-        download_bytes=v.download_bytes,
+        download_bytes=download_size(model, v),
         weights_bytes=layout.total_bytes,
         kv_bytes_per_token=kv_tok,
         llamacpp=llama,
@@ -183,6 +194,10 @@ def _plan(
         notes=tuple(notes),
         hardware={"fingerprint": hw.fingerprint(), "source": hw.source, "origin": hw.origin},
         model_path=v.path,
+        download_estimated=v.download_bytes is None,
+        capability=model.capability,
+        capability_basis=model.capability_basis,
+        quality=rank.CLASSES[rank.quality_class(v.quant, v.format, model.release_formats)],
     )
 
 
@@ -294,20 +309,49 @@ def _reject(v: VariantInput, engine: Engine, e: Evaluated) -> Rejection:
     return Rejection(v.id, engine, reason, needs_bytes=e.needs, have_bytes=e.have)
 
 
-def rank_key(plan: Plan, prefer: str) -> tuple[float, ...]:
-    info = quant_info(plan.quant, plan.format)
-    bits = info.layer_bpw if info else 0.0
-    if plan.engine == "vllm" and plan.vllm is not None and plan.vllm.device == "cpu":
-        bits = min(bits, 16.0)
-    speed = plan.speed.decode_tok_s or 0.0
-    ctx = float(plan.max_ctx or plan.ctx)
-    # At equal bits, a variant whose files (and so weights) are known ranks first.
-    unknown = 0.0 if plan.download_bytes is not None else 1.0
-    if prefer == "speed":
-        return (-speed, -bits, unknown, -ctx)
-    if prefer == "context":
-        return (-ctx, -bits, unknown, -speed)
-    return (-bits, unknown, -speed, -ctx)
+def floors(model: ModelInput, req: PlanRequest) -> rank.Floors:
+    """The usable floors for a model: the request's, else the recipe's context floor or
+    8192, never above the context asked for or the model's native context."""
+    min_ctx = req.min_ctx or model.min_ctx or rank.DEFAULT_MIN_CTX
+    if req.ctx:
+        min_ctx = min(min_ctx, req.ctx)
+    min_ctx = min(min_ctx, model.native_ctx)
+    tok = req.min_tok_s if req.min_tok_s is not None else rank.DEFAULT_MIN_TOK_S
+    return rank.Floors(min_tok_s=tok, min_ctx=min_ctx)
+
+
+def _shorter(ctx: int, floor: int) -> list[int]:
+    """Contexts to retry, longest first: halvings of ctx down to the floor, then the floor."""
+    out: list[int] = []
+    c = ctx // 2
+    while c >= floor:
+        out.append(c)
+        c //= 2
+    if floor < ctx and (not out or out[-1] != floor):
+        out.append(floor)
+    return out
+
+
+def _evaluate_fitting(
+    model: ModelInput, v: VariantInput, engine: Engine, hw: Hardware, req: PlanRequest
+) -> tuple[Plan | None, Rejection | None]:
+    """_evaluate; when memory is what rejects it, retry at shorter contexts down to the
+    context floor before giving up, and say so in the plan."""
+    plan, rej = _evaluate(model, v, engine, hw, req)
+    if plan is not None or rej is None or rej.needs_bytes is None or not req.lower_ctx:
+        return plan, rej
+    ctx = req.ctx or default_ctx(model.native_ctx)
+    for shorter in _shorter(ctx, floors(model, req).min_ctx):
+        p, _ = _evaluate(model, v, engine, hw, replace(req, ctx=shorter))
+        if p is not None:
+            note = f"ctx lowered to {shorter:,} to fit ({ctx:,} does not)"
+            return replace(p, ctx_lowered_from=ctx, notes=(note, *p.notes)), None
+    return None, rej
+
+
+def _with_floors(plan: Plan, model: ModelInput, req: PlanRequest) -> Plan:
+    label = rank.usable_label(plan, floors(model, req))
+    return replace(plan, usable=label is None, label=label)
 
 
 def make_plans(
@@ -319,6 +363,7 @@ def make_plans(
 ) -> PlanResult:
     plans: list[Plan] = []
     rejections: list[Rejection] = []
+    info: dict[str, tuple[int, bool]] = {}
     engines: list[Engine] = [req.engine] if req.engine else ["llamacpp", "vllm"]
     for model in models:
         for v in model.variants:
@@ -335,12 +380,17 @@ def make_plans(
                             Rejection(v.id, engine, f"llama.cpp needs GGUF, not {v.format}")
                         )
                     continue
-                plan, rej = _evaluate(model, v, engine, hw, req)
+                plan, rej = _evaluate_fitting(model, v, engine, hw, req)
                 if plan is not None:
-                    plans.append(apply_calibration(plan, calibration, hw, engine_versions))
+                    plan = apply_calibration(plan, calibration, hw, engine_versions)
+                    plans.append(_with_floors(plan, model, req))
+                    info[plan.variant_id] = (
+                        rank.quality_class(v.quant, v.format, model.release_formats),
+                        rank.is_upcast(v.format, model.release_formats),
+                    )
                 if rej is not None:
                     rejections.append(rej)
-    plans.sort(key=lambda p: rank_key(p, req.prefer))
+    plans = rank.rank(plans, hw, req.prefer, info)
     closest, suggestion = None, None
     if not plans:
         closest, suggestion = _closest(models, hw, req, rejections)

@@ -108,6 +108,10 @@ class SpeedEstimate:
     #: One line saying what the numbers rest on.
     basis: str
     measured: bool = False
+    #: Expected range of per-stream decode tok/s (the fitted model's spread on published
+    #: measurements); None when there is no estimate.
+    decode_low: float | None = None
+    decode_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,20 @@ class Plan:
     hardware: dict[str, Any] = field(default_factory=dict)
     #: A local path (GGUF file or model folder) when the model did not come from a recipe.
     model_path: str | None = None
+    #: download_bytes computed from the architecture and the quant layout (no file listing).
+    download_estimated: bool = False
+    #: Ranking facts (docs/planner.md "Ranking"): meets the speed and context floors; the
+    #: label when it does not ("fits but slow", "fits but short"); the model's capability on
+    #: the catalog's main scale and how it was obtained; the quantization quality class.
+    usable: bool = True
+    label: str | None = None
+    capability: float | None = None
+    capability_basis: str = ""
+    quality: str = ""
+    #: Why this plan ranks above the next one (one line); empty for the last.
+    rank_reason: str = ""
+    #: The context the user asked for (or the default) when the plan had to lower it to fit.
+    ctx_lowered_from: int | None = None
     schema: int = PLAN_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,6 +269,13 @@ class PlanRequest:
     ubatch: int | None = None
     #: vLLM: tokens per scheduler step (drives the activation peak); None = vLLM's default.
     max_num_batched_tokens: int | None = None
+    #: Usable floors: plans below either are listed after every usable plan. None: the
+    #: defaults (10 tok/s; 8192 tokens or the model's own floor).
+    min_tok_s: float | None = None
+    min_ctx: int | None = None
+    #: Retry a model that does not fit at shorter contexts, down to the context floor
+    #: (`deploy plan`, `deploy up`); off for `deploy estimate`, which sizes one setting.
+    lower_ctx: bool = True
 
 
 @dataclass(frozen=True)
