@@ -125,7 +125,9 @@ def _recipe_inputs(cat: Any, entries: Any) -> list[ModelInput]:
                 capability_basis=cap.basis if cap else "",
                 min_ctx=m.min_ctx,
                 release_formats=tuple(
-                    sorted({v.format for v in m.variants if v.repo == m.repo and v.format != "gguf"})
+                    sorted(
+                        {v.format for v in m.variants if v.repo == m.repo and v.format != "gguf"}
+                    )
                 ),
             )
         )

@@ -4,7 +4,9 @@ Recipes give a published score (`capability: {score, scale, source}`). The scale
 models are scored on is the main one; a model scored on it keeps its score. Any other
 model (another scale, or none) gets an estimate on the main scale from its total
 parameters: a least-squares line of score against log10(parameters) through the models
-scored on the main scale. The basis says which one it is.
+scored on the main scale, taken at its lower bound (the line less the RMS of its
+residuals), so an estimate outranks a published score only when it clearly exceeds it.
+The basis says which one it is.
 """
 
 from __future__ import annotations
@@ -65,15 +67,19 @@ def capabilities(models: Iterable[Model]) -> dict[str, Capability]:
             )
             for m in ms
         }
+    a, b = line
+    rms = math.sqrt(sum((y - a - b * x) ** 2 for x, y in points) / len(points))
     for m in ms:
         if m.id in out:
             continue
-        a, b = line
         est = a + b * math.log10(m.params.total)
+        other = m.capability
+        seen = f"; published: {other.score:g} on {other.scale}" if other is not None else ""
         out[m.id] = Capability(
-            round(est, 1),
-            f"~{est:.1f} on {scale}, estimated from {m.params.total / 1e9:g}B parameters "
-            f"(a line through {len(points)} scored models)",
+            round(est - rms, 1),
+            f"{est:.1f} ± {rms:.1f} on {scale} estimated from {m.params.total / 1e9:g}B "
+            f"parameters (a line through {len(points)} scored models), ranked at "
+            f"{est - rms:.1f}{seen}",
             True,
         )
     return out

@@ -199,9 +199,7 @@ def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
     for i, p in enumerate(result.plans, 1):
         label = f"  [yellow]{p.label}[/yellow]" if p.label else ""
         if out.width < 120:
-            out.print(
-                f"{i:>2}. [bold]{p.variant_id}[/bold]  {p.engine}  {_placement(p)}{label}"
-            )
+            out.print(f"{i:>2}. [bold]{p.variant_id}[/bold]  {p.engine}  {_placement(p)}{label}")
             out.print(
                 f"    ctx {p.ctx:,} (max {(p.max_ctx or 0):,}) · {_memory(p)} · "
                 f"{speed_text(p)} · download {download_text(p)}",

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from toolkit.hardware.model import Hardware
 from toolkit.inspect.layout import WeightLayout
+from toolkit.inspect.params import is_moe_layer
 from toolkit.planner import compat, placement, rank, search
 from toolkit.planner import memory as mem
 from toolkit.planner.calibrate import EngineVersions, apply_calibration
@@ -17,7 +18,8 @@ from toolkit.planner.inputs import ModelInput, VariantInput
 from toolkit.planner.kv import global_kv_bytes_per_token
 from toolkit.planner.placement import Evaluated
 from toolkit.planner.quant import QuantInfo, quant_info
-from toolkit.planner.speed import cpu_flops, decode, prefill_by_share
+from toolkit.planner.speed import case_places, cpu_flops, estimate, slowest_part
+from toolkit.planner.speedmodel import SpeedCase
 from toolkit.planner.types import (
     CalibrationRecord,
     Engine,
@@ -26,6 +28,7 @@ from toolkit.planner.types import (
     PlanRequest,
     PlanResult,
     Rejection,
+    SpeedEstimate,
     VllmSettings,
 )
 from toolkit.planner.weights import estimate_layout, vllm_padded
@@ -63,7 +66,8 @@ def download_size(model: ModelInput, v: VariantInput) -> int | None:
     info = quant_info(v.quant, v.format) or quant_info(v.format)
     if info is None:
         return None
-    return variant_layout(model, v, info).total_bytes
+    layout = variant_layout(model, v, info)
+    return layout.total_bytes + layout.unloaded_bytes
 
 
 def _matches(v: VariantInput, req: PlanRequest) -> bool:
@@ -100,31 +104,7 @@ def _plan(
     notes = [*notes, *e.notes]
     if not hw.host.ram_known:
         notes.append(placement.RAM_UNKNOWN_NOTE)
-    flops = sum(g.fp16_flops or 0 for g in hw.gpus if g.device_id in {d.id for d in e.devices})
-    active_params = (layout.active_bytes or layout.total_bytes) * 8 / info.layer_bpw
-    prefill, prefill_basis = None, ""
-    on_cpu_vllm = engine == "vllm" and e.devices[0].id == "cpu"
-    if engine == "llamacpp" or on_cpu_vllm:
-        cpu_rate, cpu_why = cpu_flops(hw.host)
-        rates: dict[str, float | None] = {g.device_id: g.fp16_flops for g in hw.gpus}
-        rates["cpu (RAM)"] = cpu_rate
-        prefill = prefill_by_share(e.parts, rates, 2 * active_params)
-        uses_cpu = any(p.where == "cpu (RAM)" and p.bytes_per_token > 0 for p in e.parts)
-        if prefill is not None:
-            prefill_basis = "work split by active bytes per place"
-            if uses_cpu:
-                prefill_basis += "; " + cpu_why
-    speed = decode(
-        e.parts,
-        concurrency=conc,
-        shared_bytes=float(layout.active_bytes or layout.total_bytes),
-        flops_per_token=2 * active_params,
-        flops=flops or None,
-        ram_assumed=hw.host.ram_bandwidth_bytes_s is None
-        and any(p.where.startswith("cpu") and p.bytes_per_token > 0 for p in e.parts),
-        prefill_tok_s=prefill,
-        prefill_basis=prefill_basis,
-    )
+    speed = _speed(model, v, info, layout, engine, e, hw, conc)
     llama = vllm = None
     devices = tuple(d.id for d in e.devices if d.total_bytes > 0)
     if engine == "llamacpp":
@@ -198,6 +178,71 @@ def _plan(
         capability=model.capability,
         capability_basis=model.capability_basis,
         quality=rank.CLASSES[rank.quality_class(v.quant, v.format, model.release_formats)],
+    )
+
+
+_BACKEND = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "other": "vulkan"}
+_VLLM_KERNEL = {"awq": "int4", "gptq": "int4", "int4": "int4", "fp8": "fp8", "int8": "fp8"}
+
+
+def speed_case(
+    model: ModelInput,
+    v: VariantInput,
+    info: QuantInfo,
+    layout: WeightLayout,
+    engine: Engine,
+    e: Evaluated,
+    hw: Hardware,
+    conc: int,
+) -> SpeedCase:
+    """What the speed model needs about this placement."""
+    used = [g for g in hw.gpus if g.device_id in {d.id for d in e.devices if d.total_bytes}]
+    backend = _BACKEND[used[0].vendor] if used else "cpu"
+    active_params = (layout.active_bytes or layout.total_bytes) * 8 / info.layer_bpw
+    arch = model.arch
+    moe_layers = sum(1 for i in range(arch.layers) if is_moe_layer(arch, i)) if arch.moe else 0
+    handoff = e.n_cpu_moe if e.placement == "expert_offload" else 0
+    if e.placement == "partial_offload":
+        handoff = 1
+    per_gpu = used[0].fp16_flops if used else None
+    read = sum(p.bytes_per_token for p in e.parts if p.bytes_per_token > 0)
+    kernel = "fp4" if v.format in ("mxfp4", "nvfp4") else _VLLM_KERNEL.get(v.format, "bf16")
+    return SpeedCase(
+        engine=engine,
+        backend=backend,
+        places=case_places(e.parts),
+        layers=arch.layers,
+        moe_layers=moe_layers,
+        handoff_layers=handoff,
+        tp=e.tp,
+        concurrency=conc,
+        flops_per_token=2 * active_params,
+        gpu_flops=per_gpu * max(1, e.tp) if per_gpu else None,
+        cpu_flops=cpu_flops(hw.host)[0],
+        kernel=kernel,
+        cuda_graphs=not (engine == "vllm" and backend == "cpu"),
+        weight_share=min(1.0, float(layout.active_bytes or layout.total_bytes) / read)
+        if read > 0
+        else 1.0,
+    )
+
+
+def _speed(
+    model: ModelInput,
+    v: VariantInput,
+    info: QuantInfo,
+    layout: WeightLayout,
+    engine: Engine,
+    e: Evaluated,
+    hw: Hardware,
+    conc: int,
+) -> SpeedEstimate:
+    case = speed_case(model, v, info, layout, engine, e, hw, conc)
+    ram_assumed = hw.host.ram_bandwidth_bytes_s is None and any(
+        p.where.startswith("cpu") and p.bytes_per_token > 0 for p in e.parts
+    )
+    return estimate(
+        case, slowest=slowest_part(e.parts), ram_assumed=ram_assumed, cpu_why=cpu_flops(hw.host)[1]
     )
 
 

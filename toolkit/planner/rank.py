@@ -93,8 +93,10 @@ def band(cls: int) -> int:
 def is_upcast(fmt: str, release_formats: Sequence[str]) -> bool:
     """A wider copy of weights released narrower (bf16 of an FP8 or MXFP4 release)."""
     narrow = {"fp8", "mxfp4", "nvfp4", "int4"}
-    return bool(release_formats) and all(r in narrow for r in release_formats) and (
-        fmt not in release_formats
+    return (
+        bool(release_formats)
+        and all(r in narrow for r in release_formats)
+        and (fmt not in release_formats)
     )
 
 

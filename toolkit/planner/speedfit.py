@@ -1,0 +1,276 @@
+"""Fit the speed model's coefficients to published measurements and score the fit.
+
+Each measurement (tests/data/speed/*.yaml; schema in that folder's README) becomes a
+SpeedCase built from what the source states — model size or parameters × the quant's
+bits, the GPU's bandwidth and FLOP/s from the spec table, the placement — so the model
+sees measurements the way the planner sees plans. The fit minimises the squared log2
+error (decode and prefill together), with a weak pull toward the starting values so a
+coefficient with little data stays plausible; coordinate descent in log space with a
+golden-section line search (no SciPy needed). Leave-one-source-out: refit without one
+source, predict it, repeat for every source.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from toolkit.planner.quant import quant_info
+from toolkit.planner.speed import DEFAULT_RAM_BW, cpu_flop_per_cycle
+from toolkit.planner.speedmodel import (
+    DEFAULTS,
+    Place,
+    SpeedCase,
+    decode_tok_s,
+    prefill_tok_s,
+)
+
+#: Bounds per coefficient family (fractions of peak at most 1; seconds positive).
+_BOUNDS: dict[str, tuple[float, float]] = {"_s": (1e-7, 5e-3)}
+_FRACTION = (0.02, 1.0)
+#: Weight of the pull toward DEFAULTS (per coefficient, squared log2 distance).
+PRIOR = 0.02
+#: Share of an MoE model's active parameters in its routed experts, when the source does
+#: not say (Qwen3-30B-A3B 0.55, gpt-oss-20b 0.66 from their configs).
+EXPERT_ACTIVE_SHARE = 0.6
+_CPU_HZ = 3.0e9
+
+
+@dataclass(frozen=True)
+class Measurement:
+    id: str
+    source: str
+    test: str  # tg | tg_total | pp
+    value: float
+    case: SpeedCase
+
+
+def _bounds(name: str) -> tuple[float, float]:
+    return _BOUNDS["_s"] if name.endswith("_s") else _FRACTION
+
+
+def _weights_bytes(m: Mapping[str, Any]) -> float | None:
+    if m.get("size_gib"):
+        return float(m["size_gib"]) * 1024**3
+    params = (m.get("model") or {}).get("params_b")
+    info = quant_info(str(m.get("quant", "")))
+    if not params or info is None:
+        return None
+    return float(params) * 1e9 * info.layer_bpw / 8
+
+
+def to_measurement(
+    m: Mapping[str, Any], gpu_spec: Callable[[str], tuple[float | None, float | None]]
+) -> Measurement | None:
+    """A measurement dict → Measurement; None when a fact the model needs is missing.
+    `gpu_spec(id)` gives (bandwidth bytes/s, fp16 FLOP/s) from the spec table."""
+    model = m.get("model") or {}
+    hw = m.get("hardware") or {}
+    weights = _weights_bytes(m)
+    params = model.get("params_b")
+    if weights is None or not params:
+        return None
+    active_b = float(model.get("active_b") or params)
+    active = weights * active_b / float(params)
+    layers = int(model.get("layers") or 0)
+    if layers <= 0:
+        return None
+    value = m.get("value_tok_s")
+    test = str(m.get("test"))
+    if value is None and m.get("tpot_ms"):
+        value = 1000.0 / float(m["tpot_ms"])
+    if value is None and m.get("ttft_ms") and m.get("n_tokens"):
+        value = float(m["n_tokens"]) / (float(m["ttft_ms"]) / 1000.0)
+        test = "pp"
+    if value is None or test not in ("tg", "tg_total", "pp"):
+        return None
+    placement = str(m.get("placement", "gpu"))
+    engine = str(m.get("engine"))
+    backend = str(m.get("backend"))
+    n_gpus = int(hw.get("gpus") or 1)
+    tp = int(m.get("tp") or (n_gpus if placement == "tensor_parallel" else 1))
+    bw = flops = None
+    if hw.get("gpu"):
+        bw, flops = gpu_spec(str(hw["gpu"]))
+        if bw is None:
+            return None
+    ram_bw = float(hw["ram_bw_gb_s"]) * 1e9 if hw.get("ram_bw_gb_s") else DEFAULT_RAM_BW
+    cores = int(hw.get("cores") or 0)
+    cpu_flops = None
+    if cores:
+        arm = any(w in str(hw.get("cpu", "")).lower() for w in ("arm", "apple", "qualcomm", "cix"))
+        per, _ = cpu_flop_per_cycle(("neon",) if arm else ("avx2", "fma"))
+        cpu_flops = cores * per * _CPU_HZ
+    moe = bool(model.get("moe"))
+    places: list[Place]
+    handoff = 0
+    if placement == "cpu" or backend == "cpu":
+        places = [Place("cpu", active, ram_bw, 1, 1.0)]
+    elif placement == "expert_offload":
+        k = int(m.get("n_cpu_moe") or layers)
+        share = float(model.get("expert_active_share") or EXPERT_ACTIVE_SHARE)
+        on_cpu = active * share * min(1.0, k / layers)
+        places = [
+            Place("gpu", active - on_cpu, bw, 1, (active - on_cpu) / active),
+            Place("cpu", on_cpu, ram_bw, 1, on_cpu / active),
+        ]
+        handoff = min(k, layers)
+    else:
+        places = [Place("gpu", active, bw, tp if placement == "tensor_parallel" else 1, 1.0)]
+    kernel = {
+        "awq": "int4",
+        "gptq": "int4",
+        "int4": "int4",
+        "fp8": "fp8",
+        "mxfp4": "fp4",
+        "nvfp4": "fp4",
+    }.get(str(m.get("quant", "")).lower(), "bf16")
+    depth = float(m.get("depth") or 0)
+    hidden = float(model.get("hidden") or 0)
+    # Attention at depth: QKᵀ and AV over `depth` cached tokens, 4·hidden FLOPs each per layer.
+    attn = 4.0 * layers * hidden * (depth + float(m.get("n_tokens") or 0) / 2)
+    case = SpeedCase(
+        engine=engine,
+        backend="cpu" if placement == "cpu" else backend,
+        places=tuple(places),
+        layers=layers,
+        moe_layers=layers if moe else 0,
+        handoff_layers=handoff,
+        tp=tp,
+        concurrency=int(m.get("concurrency") or 1),
+        flops_per_token=2 * active_b * 1e9 + (attn if test == "pp" else 0.0),
+        gpu_flops=flops * tp if flops else None,
+        cpu_flops=cpu_flops,
+        kernel=kernel if engine == "vllm" else "bf16",
+        cuda_graphs=m.get("cuda_graphs", True) is not False,
+    )
+    return Measurement(str(m["id"]), str(m.get("source") or m.get("url")), test, value, case)
+
+
+def predict(meas: Measurement, params: Mapping[str, float]) -> float | None:
+    p = dict(params)
+    if meas.test == "pp":
+        return prefill_tok_s(meas.case, p)
+    dec = decode_tok_s(meas.case, p)
+    if dec is None:
+        return None
+    return dec[1] if meas.test == "tg_total" else dec[0]
+
+
+def _loss(ms: Sequence[Measurement], params: Mapping[str, float]) -> float:
+    total = 0.0
+    for m in ms:
+        est = predict(m, params)
+        if est is None or est <= 0:
+            continue
+        total += math.log2(est / m.value) ** 2
+    prior = sum(math.log2(params[k] / DEFAULTS[k]) ** 2 for k in DEFAULTS)
+    return total + PRIOR * prior
+
+
+def _used(ms: Sequence[Measurement]) -> list[str]:
+    """Coefficients that change some prediction (the others keep their defaults)."""
+    base = dict(DEFAULTS)
+    ref = [predict(m, base) for m in ms]
+    used = []
+    for k in DEFAULTS:
+        bumped = {**base, k: base[k] * 1.5}
+        if any(predict(m, bumped) != r for m, r in zip(ms, ref, strict=True)):
+            used.append(k)
+    return used
+
+
+def fit(
+    ms: Sequence[Measurement], start: Mapping[str, float] | None = None, rounds: int = 6
+) -> dict[str, float]:
+    """Coefficients minimising the squared log2 error over `ms` (plus the prior)."""
+    params = dict(start or DEFAULTS)
+    keys = _used(ms)
+    for _ in range(rounds):
+        before = _loss(ms, params)
+        for k in keys:
+            lo, hi = (math.log(b) for b in _bounds(k))
+            params[k] = math.exp(
+                _golden(lambda x, k=k: _loss(ms, {**params, k: math.exp(x)}), lo, hi)
+            )
+        if before - _loss(ms, params) < 1e-6:
+            break
+    return params
+
+
+def _golden(f: Callable[[float], float], lo: float, hi: float, iters: int = 40) -> float:
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iters):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    return (a + b) / 2
+
+
+@dataclass(frozen=True)
+class Scored:
+    id: str
+    source: str
+    test: str
+    measured: float
+    estimated: float
+
+    @property
+    def log2_error(self) -> float:
+        return math.log2(self.estimated / self.measured)
+
+
+def leave_one_source_out(ms: Sequence[Measurement], rounds: int = 6) -> list[Scored]:
+    """Each source predicted by a fit on all the others."""
+    out: list[Scored] = []
+    full = fit(ms, rounds=rounds)
+    for src in sorted({m.source for m in ms}):
+        train = [m for m in ms if m.source != src]
+        params = fit(train, start=full, rounds=rounds)
+        for m in ms:
+            if m.source != src:
+                continue
+            est = predict(m, params)
+            if est is not None and est > 0:
+                out.append(Scored(m.id, m.source, m.test, m.value, est))
+    return out
+
+
+def summary(scored: Iterable[Scored], tests: Sequence[str]) -> dict[str, float]:
+    """Median |log2 error|, share within ±25 %, and the 10th/90th percentile of
+    measured/estimated (the printed range) for the given tests."""
+    rows = [s for s in scored if s.test in tests]
+    if not rows:
+        return {"cases": 0}
+    errs = sorted(abs(s.log2_error) for s in rows)
+    ratios = sorted(s.measured / s.estimated for s in rows)
+    within = sum(1 for s in rows if 0.75 <= s.estimated / s.measured <= 1.25)
+    return {
+        "cases": len(rows),
+        "median_abs_log2": round(statistics.median(errs), 3),
+        "within_25pct": round(within / len(rows), 3),
+        "ratio_p10": round(_quantile(ratios, 0.1), 3),
+        "ratio_p90": round(_quantile(ratios, 0.9), 3),
+    }
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    pos = q * (len(xs) - 1)
+    i = int(pos)
+    j = min(i + 1, len(xs) - 1)
+    return xs[i] + (xs[j] - xs[i]) * (pos - i)
+
+
+def with_source(m: Measurement, source: str) -> Measurement:
+    return replace(m, source=source)
