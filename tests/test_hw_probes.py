@@ -11,6 +11,7 @@ from toolkit.hardware.amd import probe_amd
 from toolkit.hardware.apple import probe_apple
 from toolkit.hardware.detect import enrich
 from toolkit.hardware.nvidia import parse_smi_xml, probe_nvidia, probe_nvml, probe_smi
+from toolkit.hardware.specs import table
 from toolkit.hardware.visible import apply_visible
 
 MiB = 1024**2
@@ -204,7 +205,9 @@ def test_rocm_smi_rx7900xt(tools: Tools) -> None:
     assert g.total_bytes == 21458059264
     assert g.free_bytes == 21458059264 - 27856896
     assert g.device_id == "rocm:0"
-    assert enrich((g,))[0].bandwidth_bytes_s is None  # not in the spec table: unknown
+    (e,) = enrich((g,))  # the spec table knows it by the name rocm-smi reports
+    assert (e.bandwidth_bytes_s, e.bf16, e.fp16_flops) == (800e9, True, 103e12)
+    assert table().resolve("rx7900xt").memory_bytes == g.total_bytes  # the recorded size
 
 
 def test_amd_no_tools_no_subprocess(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

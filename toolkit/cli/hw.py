@@ -34,18 +34,27 @@ hw_option = click.option(
     help="Write the profile (JSON) to FILE; read it back anywhere with --hw FILE.",
 )
 @click.option("--list-gpus", is_flag=True, help="List the GPU names a spec string accepts.")
-def hw(hw_spec: str | None, as_json: bool, save_path: Path | None, list_gpus: bool) -> None:
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Also measure this machine's RAM bandwidth (a ~1 s copy test); with --save the "
+    "profile keeps the measured figure.",
+)
+def hw(
+    hw_spec: str | None, as_json: bool, save_path: Path | None, list_gpus: bool, probe: bool
+) -> None:
     """Detect this machine's GPUs, CPU and memory, or show the machine --hw describes.
 
-    Examples: deploy hw --json;  deploy hw --hw 2xrtx3090,ram=128G;  deploy hw --save box.json
+    Examples: deploy hw --json;  deploy hw --hw 2xrtx3090,ram=128G;  deploy hw --save box.json;
+    deploy hw --probe
     """
     if list_gpus:
         _render_gpu_list(api.list_gpus(), as_json)
         return
     if save_path is not None:
-        hardware, written = api.save_hardware(hw_spec, save_path)
+        hardware, written = api.save_hardware(hw_spec, save_path, probe=probe)
     else:
-        hardware, written = api.hardware(hw_spec), None
+        hardware, written = api.hardware(hw_spec, probe=probe), None
     if as_json:
         emit_json(api.hardware_document(hardware))
     else:
@@ -65,7 +74,11 @@ def _render(h: Hardware) -> None:
     out.print(f"  CPU: {host.cpu_model or '?'}  {cores if host.physical_cores else 'cores ?'}")
     if host.cpu_flags:
         out.print(f"  ISA: {' '.join(host.cpu_flags)}")
-    bw = f", {host.ram_bandwidth_bytes_s / 1e9:.0f} GB/s" if host.ram_bandwidth_bytes_s else ""
+    bw = (
+        f", {host.ram_bandwidth_bytes_s / 1e9:.1f} GB/s ({host.ram_bandwidth_source or '?'})"
+        if host.ram_bandwidth_bytes_s
+        else ", bandwidth unknown (deploy hw --probe measures it)"
+    )
     out.print(
         f"  RAM: {format_bytes(host.ram_total_bytes)} total, "
         f"{format_bytes(host.ram_available_bytes)} available{bw}; swap "
@@ -101,7 +114,9 @@ def _render_gpu_list(rows: list[dict[str, object]], as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("name", "aliases", "memory", "bandwidth", "cc/arch", "tensor", box=None)
+    table = Table(
+        "name", "aliases", "memory", "bandwidth", "cc/arch", "tensor", "fp16 TFLOPS", box=None
+    )
     for r in rows:
         options = r["memory_options_bytes"]
         assert isinstance(options, list)
@@ -111,6 +126,7 @@ def _render_gpu_list(rows: list[dict[str, object]], as_json: bool) -> None:
             else format_bytes(r["memory_bytes"])  # type: ignore[arg-type]
         )
         bw = r["bandwidth_bytes_s"]
+        fp16 = r["fp16_flops"]
         paths = [p for p in ("bf16", "fp8", "int4", "fp4") if r[p]]
         aliases = r["aliases"]
         assert isinstance(aliases, list)
@@ -121,6 +137,7 @@ def _render_gpu_list(rows: list[dict[str, object]], as_json: bool) -> None:
             f"{float(bw) / 1e9:.0f} GB/s" if isinstance(bw, float) else "?",
             str(r["compute_capability"] or r["arch"] or "?"),
             ",".join(paths) or "-",
+            f"{float(fp16) / 1e12:g}" if isinstance(fp16, float) else "?",
         )
     console().print(table)
 

@@ -12,10 +12,14 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
-from toolkit.hardware.model import Gpu
+from toolkit.hardware.model import Gpu, Hardware
 from toolkit.hardware.probe import Probe
 
 MiB = 1024**2
+GiB = 1024**3
+#: Memory left to macOS and apps when suggesting a raised cap (a quarter of RAM on
+#: Macs below 32 GiB). A rule of thumb, not an Apple figure.
+OS_RESERVE_BYTES = 8 * GiB
 #: Keys asked of `sysctl`; a key this macOS does not have is skipped by sysctl.
 SYSCTL_KEYS = (
     "machdep.cpu.brand_string",
@@ -118,4 +122,51 @@ def apple_from_sysctl(values: dict[str, str], metal_cap: int | None) -> Probe:
     return Probe(gpus=(gpu,), notes=tuple(notes))
 
 
-__all__ = ["SYSCTL_KEYS", "apple_from_sysctl", "parse_sysctl", "probe_apple"]
+def suggested_wired_limit(total_bytes: int) -> int:
+    """The iogpu.wired_limit_mb (MiB) that leaves macOS OS_RESERVE_BYTES (a quarter of
+    RAM below 32 GiB)."""
+    reserve = min(OS_RESERVE_BYTES, total_bytes // 4)
+    return (total_bytes - reserve) // MiB
+
+
+def wired_cap_note(hw: Hardware) -> str | None:
+    """One line naming the Apple GPU working-set cap and what raising it would give;
+    None when the machine has no Apple GPU.
+
+    Example: "GPU working-set cap 96.0 GiB of 128.0 GiB (macOS default, estimated);
+    `sudo sysctl iogpu.wired_limit_mb=122880` would give 120.0 GiB (leaves 8.0 GiB to macOS;
+    lasts until reboot)".
+    """
+    from toolkit.hardware.specstring import apple_default_working_set
+
+    gpu = next((g for g in hw.gpus if g.vendor == "apple"), None)
+    if gpu is None:
+        return None
+    total = gpu.total_bytes
+    cap = gpu.working_set_limit_bytes or gpu.free_bytes
+    if hw.source == "detected":
+        origin = "as Metal/sysctl report it"
+    elif cap == apple_default_working_set(total):
+        origin = "macOS default, estimated"
+    else:
+        origin = "as stated by wired="
+    head = f"GPU working-set cap {cap / GiB:.1f} GiB of {total / GiB:.1f} GiB ({origin})"
+    limit_mb = suggested_wired_limit(total)
+    if limit_mb * MiB <= cap:
+        return f"{head}; already at or above the suggested {limit_mb * MiB / GiB:.1f} GiB"
+    return (
+        f"{head}; `sudo sysctl iogpu.wired_limit_mb={limit_mb}` would give "
+        f"{limit_mb * MiB / GiB:.1f} GiB (leaves {(total - limit_mb * MiB) / GiB:.1f} GiB to "
+        "macOS; lasts until reboot)"
+    )
+
+
+__all__ = [
+    "OS_RESERVE_BYTES",
+    "SYSCTL_KEYS",
+    "apple_from_sysctl",
+    "parse_sysctl",
+    "probe_apple",
+    "suggested_wired_limit",
+    "wired_cap_note",
+]

@@ -48,6 +48,10 @@ def enrich(gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
                 fp4=g.fp4 or spec.fp4,
                 unified_memory=g.unified_memory or spec.unified_memory,
                 fp16_flops=g.fp16_flops or flops,
+                fp8_flops=g.fp8_flops or (None if g.mig else spec.fp8_flops),
+                fp4_flops=g.fp4_flops or (None if g.mig else spec.fp4_flops),
+                int8_ops=g.int8_ops or (None if g.mig else spec.int8_ops),
+                fp32_flops=g.fp32_flops or (None if g.mig else spec.fp32_flops),
             )
         )
     return tuple(out)
@@ -98,6 +102,12 @@ def detect() -> Hardware:
     apple = [g for g in found.gpus if g.vendor == "apple"]
     if apple and (host.cpu_model in (None, "arm", "i386")):
         host = replace(host, cpu_model=apple[0].name)  # the chip: "Apple M3 Max"
+    unified = [g for g in found.gpus if g.unified_memory and g.bandwidth_bytes_s]
+    if unified and host.ram_bandwidth_source in (None, "dmi"):
+        # The CPU reads the same memory as the GPU: the chip's figure is the RAM's.
+        host = replace(
+            host, ram_bandwidth_bytes_s=unified[0].bandwidth_bytes_s, ram_bandwidth_source="chip"
+        )
     return Hardware(host=host, gpus=found.gpus, notes=host_notes + found.notes, source="detected")
 
 

@@ -38,6 +38,12 @@ class Gpu:
     unified_memory: bool = False
     #: Dense fp16/bf16 tensor throughput, FLOP/s (for prefill estimates); None when unknown.
     fp16_flops: float | None = None
+    #: Dense FP8 / FP4 tensor FLOP/s and INT8 tensor OP/s; None when unknown or not native.
+    fp8_flops: float | None = None
+    fp4_flops: float | None = None
+    int8_ops: float | None = None
+    #: Non-tensor FP32 (vector/shader) FLOP/s; for GPUs without tensor cores (Apple, Pascal).
+    fp32_flops: float | None = None
     used_by_others_bytes: int | None = None
     power_limit_w: float | None = None
     driver_version: str | None = None
@@ -69,6 +75,11 @@ class Host:
     numa_nodes: int = 1
     #: RAM bandwidth; None when unknown (the planner then states its assumption).
     ram_bandwidth_bytes_s: float | None = None
+    #: Where ram_bandwidth_bytes_s came from: "dmi" (configured speed × channels × width,
+    #: a theoretical peak), "measured" (`deploy hw --probe`: an achieved copy rate, already
+    #: below peak), "spec" (bw= in a spec string), "chip" (the unified-memory chip's
+    #: vendor figure, a peak); None when unknown.
+    ram_bandwidth_source: str | None = None
     #: Free disk where models are stored (the Hugging Face cache); None when unknown.
     disk_free_bytes: int | None = None
     disk_path: str | None = None

@@ -43,6 +43,13 @@ class GpuSpec:
     memory_options: tuple[int, ...]
     sources: tuple[str, ...]
     note: str | None = None
+    #: Dense FP8 / FP4 tensor FLOP/s, dense INT8 tensor OP/s, FP32 vector FLOP/s.
+    fp8_flops: float | None = None
+    fp4_flops: float | None = None
+    int8_ops: float | None = None
+    fp32_flops: float | None = None
+    #: Where the FLOP figures come from, when not the vendor's own table (derived, third-party).
+    flops_note: str | None = None
 
 
 def key(name: str) -> str:
@@ -107,7 +114,44 @@ def _bool(entry: dict[str, Any], field: str) -> bool:
     return value
 
 
+#: Throughput fields (TFLOPS / TOPS in the file) and the native path each needs.
+RATE_FIELDS = {
+    "fp16_tflops": None,
+    "fp8_tflops": "fp8",
+    "fp4_tflops": "fp4",
+    "int8_tops": None,
+    "fp32_tflops": None,
+}
+
+
+def _rate(name: str, entry: dict[str, Any], field: str) -> float | None:
+    """A throughput field in FLOP/s (OP/s); None when absent. Refuses non-positive values
+    and FP8/FP4 figures on GPUs the table says have no native path for them."""
+    value = entry.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"gpus.yaml: {name}: {field} must be a positive number")
+    needs = RATE_FIELDS[field]
+    if needs is not None and not entry.get(needs, False):
+        raise ValueError(f"gpus.yaml: {name}: {field} given but {needs} is not true")
+    return float(value) * 1e12
+
+
+#: Every field an entry may have (a misspelt field is an error, not silently ignored).
+FIELDS = frozenset(
+    {
+        "full_name", "vendor", "memory", "memory_options", "recorded", "reported_names",
+        "aliases", "bandwidth_gb_s", "arch", "compute_capability", "bf16", "fp8", "fp4",
+        "int4", "unified_memory", "note", "flops_note", "sources", *RATE_FIELDS,
+    }
+)  # fmt: skip
+
+
 def _spec(name: str, entry: dict[str, Any], sources: dict[str, str]) -> GpuSpec:
+    unknown = sorted(set(entry) - FIELDS)
+    if unknown:
+        raise ValueError(f"gpus.yaml: {name}: unknown field(s) {', '.join(unknown)}")
     refs = tuple(entry.get("sources", ()))
     for ref in refs:
         if ref not in sources:
@@ -118,7 +162,6 @@ def _spec(name: str, entry: dict[str, Any], sources: dict[str, str]) -> GpuSpec:
     if recorded is not None and recorded not in refs:
         raise ValueError(f"gpus.yaml: {name}: recorded source {recorded!r} not in its sources")
     bw = entry.get("bandwidth_gb_s")
-    tflops = entry.get("fp16_tflops")
     options = tuple(parse_size(str(m)) for m in entry.get("memory_options", ()))
     memory = entry.get("memory")
     if memory is None and options:
@@ -137,13 +180,18 @@ def _spec(name: str, entry: dict[str, Any], sources: dict[str, str]) -> GpuSpec:
         fp8=_bool(entry, "fp8"),
         int4=_bool(entry, "int4"),
         fp4=_bool(entry, "fp4"),
-        fp16_flops=float(tflops) * 1e12 if tflops is not None else None,
+        fp16_flops=_rate(name, entry, "fp16_tflops"),
         unified_memory=bool(entry.get("unified_memory", False)),
         aliases=tuple(str(a) for a in entry.get("aliases", ())),
         reported_names=tuple(str(r) for r in entry.get("reported_names", ())),
         memory_options=options,
         sources=refs,
         note=entry.get("note"),
+        fp8_flops=_rate(name, entry, "fp8_tflops"),
+        fp4_flops=_rate(name, entry, "fp4_tflops"),
+        int8_ops=_rate(name, entry, "int8_tops"),
+        fp32_flops=_rate(name, entry, "fp32_tflops"),
+        flops_note=entry.get("flops_note"),
     )
 
 
@@ -176,4 +224,4 @@ def table() -> SpecTable:
     return parse_table(text)
 
 
-__all__ = ["GpuSpec", "SpecTable", "key", "parse_table", "table"]
+__all__ = ["FIELDS", "RATE_FIELDS", "GpuSpec", "SpecTable", "key", "parse_table", "table"]

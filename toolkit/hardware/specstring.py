@@ -24,6 +24,11 @@ ACCEPTED = (
 )
 _COUNT = re.compile(r"^(?P<count>[+-]?\d+(?:\.\d+)?)\s*[x×]\s*(?P<rest>[a-z].*)$")
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+#: ISA flags of Zen 5 cores (AMD Strix Halo), as Linux names them.
+ZEN5_FLAGS = (
+    "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
+    "avx512_vnni", "avx512_bf16",
+)  # fmt: skip
 
 
 def apple_default_working_set(ram_bytes: int) -> int:
@@ -143,13 +148,14 @@ def parse_spec(spec: str) -> Hardware:
         _positive_int(f"cores={keys['cores']}", keys["cores"], "cores") if "cores" in keys else 0
     )
     ram_bw: float | None = None
+    bw_source: str | None = None
     if "bw" in keys:
         text = re.sub(r"\s*gb/?s$", "", keys["bw"])
         if not _NUMBER.match(text) or float(text) <= 0:
             raise _bad(
                 f"bw={keys['bw']}", "bw= is RAM bandwidth in GB/s, a number above zero (bw=400)"
             )
-        ram_bw = float(text) * 1e9
+        ram_bw, bw_source = float(text) * 1e9, "spec"
     disk = _size(f"disk={keys['disk']}", keys["disk"], "disk") if "disk" in keys else None
     wired = (
         _size(f"wired={keys['wired']}", keys["wired"], "wired limit") if "wired" in keys else None
@@ -173,10 +179,15 @@ def parse_spec(spec: str) -> Hardware:
         if mem is None:
             if len(gspec.memory_options) > 1:
                 sizes = [_short(o) for o in gspec.memory_options]
+                rate = (
+                    f" (its {gspec.bandwidth_bytes_s / 1e9:g} GB/s is the same for every size)"
+                    if gspec.bandwidth_bytes_s
+                    else ""
+                )
                 raise _bad(
                     token,
                     f"{gspec.name} comes with {', '.join(sizes)} of memory; "
-                    f"say which, e.g. {gspec.name}:{sizes[-1]}",
+                    f"say which, e.g. {gspec.name}:{sizes[-1]}{rate}",
                 )
             mem = gspec.memory_bytes
         if ram is not None and ram != mem:
@@ -200,11 +211,14 @@ def parse_spec(spec: str) -> Hardware:
                     "state it with wired=SIZE if iogpu.wired_limit_mb is raised)"
                 )
             gpus.append(_gpu(0, gspec, mem, free=cap, limit=cap))
-        else:
+        elif gspec.vendor == "amd":  # Strix Halo: Zen 5 cores
+            host_arch, host_os, flags = "x86_64", "linux", ZEN5_FLAGS
+            gpus.append(_gpu(0, gspec, mem))
+        else:  # Jetson, GB10: Arm cores
             host_arch, host_os, flags = "aarch64", "linux", ("neon",)
             gpus.append(_gpu(0, gspec, mem))
-        if ram_bw is None:
-            ram_bw = gspec.bandwidth_bytes_s
+        if ram_bw is None and gspec.bandwidth_bytes_s:
+            ram_bw, bw_source = gspec.bandwidth_bytes_s, "chip"
     else:
         index = 0
         for count, gspec, mem, _token in p.gpus:
@@ -224,6 +238,7 @@ def parse_spec(spec: str) -> Hardware:
         ram_available_bytes=ram,
         cpu_flags=flags,
         ram_bandwidth_bytes_s=ram_bw,
+        ram_bandwidth_source=bw_source,
         disk_free_bytes=disk,
         arch=host_arch,
         os=host_os,
@@ -265,6 +280,10 @@ def _gpu(
         fp4=gspec.fp4,
         unified_memory=gspec.unified_memory,
         fp16_flops=gspec.fp16_flops,
+        fp8_flops=gspec.fp8_flops,
+        fp4_flops=gspec.fp4_flops,
+        int8_ops=gspec.int8_ops,
+        fp32_flops=gspec.fp32_flops,
         working_set_limit_bytes=limit,
     )
 
