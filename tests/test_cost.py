@@ -8,6 +8,7 @@ through the real planner and checks the report is consistent with the plan it us
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,9 @@ def test_qwen3_coder_30b_on_one_rtx4090_fixed_inputs() -> None:
     assert report.api_blended_usd_mtok == pytest.approx(0.30)
     assert report.daily_cost_usd == pytest.approx(9.60)
     assert report.break_even_mtok_day == pytest.approx(32.0)
-    assert report.break_even_reachable is True
+    assert report.break_even_reachable is True and report.break_even == "reachable"
+    assert report.api_parity_mtok_day == pytest.approx(32.0)
+    assert report.capacity_max_mtok_day == report.capacity_mtok_day
     assert any("estimate" in n for n in report.notes)
 
 
@@ -153,9 +156,12 @@ def test_unreachable_break_even_and_unknown_prefill() -> None:
         cost.hardware_cost(gpu_hour_usd=2.0),
         cost.price_by_id(_prices(), "qwen3-coder"),
     )
-    # 2 $/h x 24 = $48/day needs 160 Mtok/day at $0.30; the box does ~1.1 Mtok/day.
-    assert slow.break_even_mtok_day == pytest.approx(160.0)
-    assert slow.break_even_reachable is False
+    # 2 $/h x 24 = $48/day needs 160 Mtok/day at $0.30; 1 Mtok of the 3:1 mix takes
+    # 0.75e6/50 + 0.25e6/5 = 65,000 s, so the box serves 86400/65000 = 1.33 Mtok/day.
+    assert slow.capacity_mtok_day == pytest.approx(86400 / 65000)
+    assert slow.break_even == "unreachable" and slow.break_even_reachable is False
+    assert slow.break_even_mtok_day is None  # never a break-even it cannot serve
+    assert slow.api_parity_mtok_day == pytest.approx(160.0)
     unknown = cost.cost_report(
         "m",
         cost.Speed(50.0, None, "estimate", "plan"),
@@ -163,8 +169,61 @@ def test_unreachable_break_even_and_unknown_prefill() -> None:
         cost.price_by_id(_prices(), "gpt-4.1"),
     )
     assert unknown.self_input_usd_mtok is None and unknown.capacity_mtok_day is None
-    assert unknown.break_even_reachable is None
+    assert unknown.break_even_reachable is None and unknown.break_even == "unknown"
     assert unknown.self_output_usd_mtok == pytest.approx(1.0 / (50 * 3600) * 1e6)
+    # $24/day at GPT-4.1's $3.50 blended: 6.86 Mtok/day; the output share alone allows
+    # 86400 / (0.25e6 / 50) = 17.28 Mtok/day, so it may be reachable: reported as is.
+    assert unknown.break_even_mtok_day == pytest.approx(24 / 3.5)
+    assert unknown.capacity_max_mtok_day == pytest.approx(17.28)
+
+
+def test_unknown_prefill_still_proves_unreachable() -> None:
+    """Without a prefill speed the output share alone bounds the daily volume: 5 tok/s out
+    at 3:1 serves at most 86400 / (0.25e6 / 5) = 1.728 Mtok/day, far below 160."""
+    report = cost.cost_report(
+        "m",
+        cost.Speed(5.0, None, "estimate", "plan"),
+        cost.hardware_cost(gpu_hour_usd=2.0),
+        cost.price_by_id(_prices(), "qwen3-coder"),
+    )
+    assert report.capacity_mtok_day is None
+    assert report.capacity_max_mtok_day == pytest.approx(1.728)
+    assert report.break_even == "unreachable" and report.break_even_mtok_day is None
+
+
+@pytest.mark.parametrize("decode", [1.0, 5.0, 30.0, 120.0, 1000.0])
+@pytest.mark.parametrize("prefill", [None, 20.0, 2500.0])
+@pytest.mark.parametrize("hourly", [0.2, 2.0, 20.0])
+def test_break_even_never_above_what_the_machine_serves(
+    decode: float, prefill: float | None, hourly: float
+) -> None:
+    report = cost.cost_report(
+        "m",
+        cost.Speed(decode, prefill, "given", "grid"),
+        cost.hardware_cost(gpu_hour_usd=hourly),
+        cost.price_by_id(_prices(), "qwen3-coder"),
+    )
+    assert report.capacity_max_mtok_day is not None
+    if report.break_even_mtok_day is not None and report.capacity_mtok_day is not None:
+        assert report.break_even_mtok_day <= report.capacity_mtok_day
+    assert report.break_even_mtok_day is None or report.break_even != "unreachable"
+    assert report.api_parity_mtok_day is not None
+    if report.api_parity_mtok_day > report.capacity_max_mtok_day:
+        assert report.break_even == "unreachable"
+
+
+def test_cli_cost_says_unreachable_in_text_and_json() -> None:
+    args = ["cost", "qwen3-coder-30b", "--gpu-hour-usd", "2", "--decode-tok-s", "5"]
+    args += ["--prefill-tok-s", "50"]
+    res = run(*args)
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    i = next(i for i, x in enumerate(lines) if "break-even" in x)
+    assert "unreachable" in lines[i] and "at most 1.3 M tokens/day" in lines[i]
+    assert "160.0 M tokens/day" in lines[i + 1]
+    doc = json.loads(run(*args, "--json").stdout)
+    assert doc["break_even"] == "unreachable" and doc["break_even_mtok_day"] is None
+    assert doc["api_parity_mtok_day"] == pytest.approx(160.0)
 
 
 def test_cli_cost_qwen3_coder_30b_on_1xrtx4090_json() -> None:
@@ -187,7 +246,7 @@ def test_cli_cost_qwen3_coder_30b_on_1xrtx4090_json() -> None:
     assert doc["price"]["id"] == "qwen3-coder"
     assert doc["hardware"]["hourly_usd"] == pytest.approx(0.40)  # one GPU in 1xrtx4090
     assert doc["break_even_mtok_day"] == pytest.approx(32.0)
-    assert doc["break_even_reachable"] is True
+    assert doc["break_even_reachable"] is True and doc["break_even"] == "reachable"
 
 
 def test_cli_cost_table_and_errors() -> None:
@@ -200,6 +259,12 @@ def test_cli_cost_table_and_errors() -> None:
     assert run("cost", *args, "--gpu-hour-usd", "1", "--vs", "gpt-9").exit_code == 4
     res = run("cost", "smollm2-135m", "--gpu-hour-usd", "1", "--decode-tok-s", "50")
     assert res.exit_code == 4 and "--vs" in res.stderr
+    # --concurrency takes the plan's speed; --decode-tok-s gives one: not both.
+    res = run("cost", *args, "--gpu-hour-usd", "1", "--concurrency", "4")
+    assert res.exit_code == 2 and "--concurrency" in res.stderr
+    assert (
+        run("cost", "qwen3-coder-30b", "--gpu-hour-usd", "1", "--concurrency", "0").exit_code == 2
+    )
 
 
 def test_cost_through_the_real_planner() -> None:
@@ -218,7 +283,30 @@ def test_cost_through_the_real_planner() -> None:
     assert speed["decode_tok_s"] == pytest.approx(expected)
     assert doc["plan"]["variant_id"] == plan.variant_id
     assert doc["self_output_usd_mtok"] == pytest.approx(0.40 / (expected * 3600) * 1e6)
-    assert doc["break_even_mtok_day"] == pytest.approx(9.60 / 0.30)
+    parity = 9.60 / 0.30
+    assert doc["api_parity_mtok_day"] == pytest.approx(parity)
+    if doc["break_even"] == "unreachable":
+        assert doc["break_even_mtok_day"] is None and doc["capacity_max_mtok_day"] < parity
+    else:
+        assert doc["break_even_mtok_day"] == pytest.approx(parity)
+
+
+def test_cost_at_a_concurrency_replans_for_it() -> None:
+    """--concurrency N: the plan is made for N streams and its aggregate decode is the
+    machine's throughput (the planner may pick another variant or placement for N)."""
+    from toolkit.api.plan import best_plan
+    from toolkit.planner.types import PlanRequest
+
+    hw = "1xrtx4090,ram=64G"
+    plan = best_plan("qwen3-coder-30b", PlanRequest(concurrency=8), hw=hw)
+    args = ["cost", "qwen3-coder-30b", "--hw", hw, "--gpu-hour-usd", "0.40", "--json"]
+    res = run(*args, "--concurrency", "8")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["plan"]["concurrency"] == 8 and doc["plan"]["variant_id"] == plan.variant_id
+    expected = plan.speed.decode_tok_s_aggregate or plan.speed.decode_tok_s
+    assert doc["speed"]["decode_tok_s"] == pytest.approx(expected)
+    assert "concurrency 8" in doc["speed"]["basis"]
 
 
 def test_cost_prefers_a_saved_bench_of_the_same_plan() -> None:
@@ -262,3 +350,27 @@ def test_cost_prefers_a_saved_bench_of_the_same_plan() -> None:
     single = levels[0]
     assert single.ttft_s.p50 is not None
     assert speed["prefill_tok_s"] == pytest.approx(64 / single.ttft_s.p50)
+    # --concurrency 2 takes that level of the same bench (prefill still from level 1).
+    res = run("cost", "qwen3-coder-30b", "--hw", hw, "--gpu-hour-usd", "0.40", "--json",
+              "--concurrency", "2")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    speed = json.loads(res.stdout)["speed"]
+    assert speed["source"] == "measured"
+    assert speed["decode_tok_s"] == pytest.approx(levels[1].throughput_tok_s)
+    assert speed["prefill_tok_s"] == pytest.approx(64 / single.ttft_s.p50)
+    # A newer bench made on a busy machine is skipped (named in the notes), not used.
+    busy = bench.BenchResult(
+        target={"url": srv.base_url},
+        settings=settings,
+        levels=[replace(lv, throughput_tok_s=lv.throughput_tok_s / 30) for lv in levels],
+        created="2026-11-29T13:00:00Z",
+        model_key=plan.variant_id,
+        hardware_key=plan.hardware["fingerprint"],
+        machine_load={"load_avg_1m": 61.0, "cores": 2, "steal_pct": 0.0, "busy": True},
+    )
+    api.save_result(busy, "busy")
+    res = run("cost", "qwen3-coder-30b", "--hw", hw, "--gpu-hour-usd", "0.40", "--json")
+    doc = json.loads(res.stdout)
+    assert doc["speed"]["decode_tok_s"] == pytest.approx(best.throughput_tok_s)
+    assert any("skipped deploy bench 2026-11-29T13:00:00Z" in n and "load average" in n
+               for n in doc["notes"])  # fmt: skip

@@ -120,6 +120,9 @@ class LevelResult:
     #: The plan's prediction for this level (tok/s), when the plan makes one.
     predicted_tok_s: float | None = None
     predicted_kind: str | None = None
+    #: The measured rate (per request p50, or the level's throughput for an aggregate
+    #: prediction) divided by `predicted_tok_s`.
+    ratio_to_plan: float | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,13 @@ class BenchResult:
     hardware: dict[str, Any] | None = None
     path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Measured decode ÷ the plan's estimate: concurrency 1 per request when benchmarked,
+    #: else the first level the plan predicts.
+    ratio_to_plan: float | None = None
+    #: How busy the machine was (toolkit.calibration.busy.MachineLoad.to_dict()).
+    machine_load: dict[str, Any] | None = None
+    #: Why these figures may not describe the server (busy machine, far below the plan).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

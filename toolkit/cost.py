@@ -14,7 +14,10 @@ The model, stated once:
   tok/s × 3600), an output token hourly / (decode tok/s × 3600);
 * traffic is a mix of input and output tokens (`input_share` of all tokens are input);
 * break-even: the daily volume at which the API bill equals the machine's daily cost. It is
-  reachable only if the machine can serve that volume in a day.
+  reachable only if the machine can serve that volume in a day; when it cannot, the report
+  says "unreachable" and gives no break-even figure (a volume above what the machine can
+  produce is no break-even). With no prefill speed, the output share alone bounds what
+  the machine can serve, which is still enough to call a break-even unreachable.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from toolkit.errors import NotFound, RecipeError, UsageError
 HOURS_PER_MONTH = 365.25 * 24 / 12  # 730.5
 SECONDS_PER_DAY = 86400
 SpeedSource = Literal["measured", "estimate", "given"]
+BreakEven = Literal["reachable", "unreachable", "unknown"]
 
 
 # --------------------------------------------------------------------------- price table
@@ -225,9 +229,18 @@ class CostReport:
     api_blended_usd_mtok: float
     #: Million tokens (of the mix) the machine serves in a day at full load.
     capacity_mtok_day: float | None
-    #: Million tokens a day at which the API bill equals the machine's daily cost.
+    #: Million tokens a day at which the API bill equals the machine's daily cost; None
+    #: when the machine cannot serve that much in a day (`break_even == "unreachable"`).
     break_even_mtok_day: float | None
     break_even_reachable: bool | None
+    #: "unreachable" when the volume the API bill needs to match the machine's cost is
+    #: more than the machine serves in a day; "unknown" when its capacity is unknown.
+    break_even: BreakEven = "unknown"
+    #: The daily volume at which the API bill equals the machine's cost, reachable or not.
+    api_parity_mtok_day: float | None = None
+    #: At most this many Mtok/day: the capacity, or when prefill is unknown the output
+    #: share alone at the decode rate (an upper bound).
+    capacity_max_mtok_day: float | None = None
     notes: tuple[str, ...] = ()
     plan: dict[str, Any] = field(default_factory=dict)
 
@@ -265,13 +278,22 @@ def cost_report(
             r * 1e6 / speed.prefill_tok_s if need_in and speed.prefill_tok_s else 0.0
         ) + ((1 - r) * 1e6 / speed.decode_tok_s if need_out and speed.decode_tok_s else 0.0)
     capacity = SECONDS_PER_DAY / sec_per_mtok if sec_per_mtok else None
+    bound = capacity
+    if bound is None and need_out and speed.decode_tok_s:
+        # Prompts cost at least nothing: the output share alone caps the volume.
+        bound = SECONDS_PER_DAY / ((1 - r) * 1e6 / speed.decode_tok_s)
     blended_self = h / 3600 * sec_per_mtok if sec_per_mtok else None
     api_blended = r * price.input + (1 - r) * price.output
     daily = 24 * h
-    break_even = daily / api_blended if api_blended > 0 else None
-    reachable = None
-    if break_even is not None and capacity is not None:
-        reachable = break_even <= capacity
+    parity = daily / api_blended if api_blended > 0 else None
+    reachable: bool | None = None
+    if parity is not None and bound is not None and parity > bound:
+        reachable = False
+    elif parity is not None and capacity is not None:
+        reachable = True
+    status: BreakEven = (
+        "unknown" if reachable is None else "reachable" if reachable else "unreachable"
+    )
     extra = list(notes)
     if price.estimate:
         extra.append(f"API price {price.id} is an estimate ({price.as_of or 'undated'})")
@@ -289,8 +311,11 @@ def cost_report(
         self_blended_usd_mtok=blended_self,
         api_blended_usd_mtok=api_blended,
         capacity_mtok_day=capacity,
-        break_even_mtok_day=break_even,
+        break_even_mtok_day=None if reachable is False else parity,
         break_even_reachable=reachable,
+        break_even=status,
+        api_parity_mtok_day=parity,
+        capacity_max_mtok_day=bound,
         notes=tuple(extra),
         plan=plan or {},
     )

@@ -17,9 +17,10 @@ from typing import Any
 from toolkit import bench as bench_mod
 from toolkit import calibration, settings
 from toolkit.bench import BenchResult, BenchSettings, LevelResult, Target
+from toolkit.calibration.busy import LoadProbe, MachineLoad, ProcReader, suspect_reasons
 from toolkit.cost import CostReport, Price, Speed
-from toolkit.errors import DeployError, EngineError, NotFound, UsageError
-from toolkit.planner.types import CalibrationRecord, Plan
+from toolkit.errors import Conflict, DeployError, EngineError, NotFound, UsageError
+from toolkit.planner.types import CalibrationRecord, Plan, PlanRequest
 
 DEFAULT_CONCURRENCY = (1, 4, 16)
 
@@ -89,8 +90,37 @@ def predicted(plan: Plan | None, level: int) -> tuple[float | None, str | None]:
     return None, None
 
 
-def bench_run(name: str, opts: BenchOptions) -> BenchResult:
-    """Benchmark a run started by `deploy up`, next to its plan's predictions."""
+def level_ratio(level: LevelResult) -> float | None:
+    """Measured ÷ predicted for one level: the per-request p50 against a per-request
+    estimate, the level's throughput against an aggregate one."""
+    if not level.predicted_tok_s:
+        return None
+    measured = (
+        level.decode_tok_s.p50 if level.predicted_kind == "per request" else level.throughput_tok_s
+    )
+    return measured / level.predicted_tok_s if measured else None
+
+
+def overall_ratio(levels: Sequence[LevelResult]) -> float | None:
+    """The bench's ratio to its plan: concurrency 1 when it was measured (the rate that
+    calibration records), else the first level the plan predicts."""
+    ordered = sorted(levels, key=lambda lv: lv.concurrency != 1)
+    return next((lv.ratio_to_plan for lv in ordered if lv.ratio_to_plan is not None), None)
+
+
+def not_recorded_warning(name: str) -> str:
+    return (
+        "this decode rate is not recorded for later plans; to record it anyway: "
+        f"deploy calibrate {name} --accept"
+    )
+
+
+def bench_run(
+    name: str, opts: BenchOptions, *, proc_reader: ProcReader | None = None
+) -> BenchResult:
+    """Benchmark a run started by `deploy up`, next to its plan's predictions.
+
+    `proc_reader` reads /proc/loadavg and /proc/stat (tests pass recorded text)."""
     record = _load_run(name)
     plan = _plan_of(record)
     target = Target(
@@ -102,12 +132,17 @@ def bench_run(name: str, opts: BenchOptions) -> BenchResult:
     log = Path(record.log_file)
     reader = bench_mod.LogTail(log) if record.engine == "llamacpp" and log.exists() else None
     hardware = _this_hardware()
-    result = _bench(target, opts, log_reader=reader)
+    result = _bench(target, opts, log_reader=reader, proc_reader=proc_reader)
     levels = []
     for lv in result.levels:
         value, kind = predicted(plan, lv.concurrency)
-        levels.append(_replace(lv, predicted_tok_s=value, predicted_kind=kind))
+        lv = _replace(lv, predicted_tok_s=value, predicted_kind=kind)
+        levels.append(_replace(lv, ratio_to_plan=level_ratio(lv)))
     result.levels = levels
+    result.ratio_to_plan = overall_ratio(levels)
+    load = MachineLoad.from_dict(result.machine_load) if result.machine_load else None
+    suspect = suspect_reasons(load, result.ratio_to_plan)
+    result.warnings = list(suspect)
     result.engine = record.engine
     result.engine_version = record.engine_version
     result.model_key = record.variant_id
@@ -118,7 +153,12 @@ def bench_run(name: str, opts: BenchOptions) -> BenchResult:
     single = next((lv for lv in result.levels if lv.concurrency == 1), None)
     if opts.save and plan is not None and single is not None and single.decode_tok_s.p50:
         # The measured single-stream decode rate joins the run's calibration record, so
-        # the next plan for this model on this machine shows it (marked measured).
+        # the next plan for this model on this machine shows it (marked measured) — unless
+        # the machine was busy or the rate is far below the plan: then only the memory is
+        # recorded, and `deploy calibrate NAME --accept` records the rate on purpose.
+        if suspect:
+            result.warnings.append(not_recorded_warning(name))
+            result.extra["calibration_decode_refused"] = list(suspect)
         try:
             rec = calibration.record_from_run(
                 plan=plan,
@@ -126,7 +166,7 @@ def bench_run(name: str, opts: BenchOptions) -> BenchResult:
                 pid=record.pgid or record.pid,
                 engine_version=record.engine_version,
                 hardware_key=result.hardware_key,
-                decode_tok_s=single.decode_tok_s.p50,
+                decode_tok_s=None if suspect else single.decode_tok_s.p50,
             )
             result.extra["calibration_record"] = rec.id
         except DeployError as exc:
@@ -136,8 +176,16 @@ def bench_run(name: str, opts: BenchOptions) -> BenchResult:
     return result
 
 
-def bench_url(url: str, model: str, api_key_env: str | None, opts: BenchOptions) -> BenchResult:
-    """Benchmark any OpenAI-compatible server (local or hosted)."""
+def bench_url(
+    url: str,
+    model: str,
+    api_key_env: str | None,
+    opts: BenchOptions,
+    *,
+    proc_reader: ProcReader | None = None,
+) -> BenchResult:
+    """Benchmark any OpenAI-compatible server (local or hosted). There is no plan, so no
+    ratio; a busy machine is still reported (it slows the client side)."""
     key = None
     if api_key_env:
         key = os.environ.get(api_key_env)
@@ -150,16 +198,23 @@ def bench_url(url: str, model: str, api_key_env: str | None, opts: BenchOptions)
     if not base.endswith("/v1"):
         base += "/v1"
     target = Target(base_url=base, model=model, api_key=key, label=url)
-    result = _bench(target, opts, log_reader=None)
+    result = _bench(target, opts, log_reader=None, proc_reader=proc_reader)
     result.target = {"url": base, "model": model}
+    load = MachineLoad.from_dict(result.machine_load) if result.machine_load else None
+    result.warnings = list(suspect_reasons(load, None))
     if opts.save:
         save_result(result, _slug(url))
     return result
 
 
 def _bench(
-    target: Target, opts: BenchOptions, log_reader: bench_mod.LogReader | None
+    target: Target,
+    opts: BenchOptions,
+    log_reader: bench_mod.LogReader | None,
+    proc_reader: ProcReader | None = None,
 ) -> BenchResult:
+    probe = LoadProbe(proc_reader) if proc_reader is not None else LoadProbe()
+    probe.start()
     bsettings, levels = bench_mod.run_bench(
         target,
         concurrency=opts.concurrency,
@@ -175,6 +230,7 @@ def _bench(
         settings=bsettings,
         levels=levels,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        machine_load=probe.finish().to_dict(),
     )
 
 
@@ -242,7 +298,16 @@ def result_from_dict(doc: dict[str, Any]) -> BenchResult:
     s["notes"] = tuple(s.get("notes", ()))
     known: dict[str, Any] = {
         k: doc.get(k)
-        for k in ("engine", "engine_version", "model_key", "hardware_key", "plan", "hardware")
+        for k in (
+            "engine",
+            "engine_version",
+            "model_key",
+            "hardware_key",
+            "plan",
+            "hardware",
+            "ratio_to_plan",
+            "machine_load",
+        )
     }
     return BenchResult(
         target=doc.get("target", {}),
@@ -250,14 +315,27 @@ def result_from_dict(doc: dict[str, Any]) -> BenchResult:
         levels=levels,
         created=doc.get("created", ""),
         path=doc.get("path"),
+        extra=dict(doc.get("extra") or {}),
+        warnings=list(doc.get("warnings") or []),
         **known,
     )
 
 
-def measured_speed(model_key: str, hardware_key: str | None) -> Speed | None:
+def result_suspects(result: BenchResult) -> tuple[str, ...]:
+    """Why a saved result's decode rate is not a measurement of the server alone."""
+    load = MachineLoad.from_dict(result.machine_load) if result.machine_load else None
+    return suspect_reasons(load, result.ratio_to_plan)
+
+
+def measured_speed(
+    model_key: str, hardware_key: str | None, *, concurrency: int | None = None
+) -> tuple[Speed | None, list[str]]:
     """Speed from the newest saved bench of this model on this machine: the best aggregate
-    throughput of any level; prefill from the single-stream level's prompt length / TTFT
-    (client-side, so it includes HTTP overhead: conservative)."""
+    throughput of any level (of the level at `concurrency`, when given); prefill from the
+    single-stream level's prompt length / TTFT (client-side, so it includes HTTP overhead:
+    conservative). Results measured on a busy machine, or far below their plan, are
+    skipped and named in the notes returned beside the speed."""
+    notes: list[str] = []
     for doc in load_results():
         if doc.get("model_key") != model_key:
             continue
@@ -265,28 +343,69 @@ def measured_speed(model_key: str, hardware_key: str | None) -> Speed | None:
             continue
         result = result_from_dict(doc)
         good = [lv for lv in result.levels if lv.requests > lv.errors and lv.output_tokens]
-        if not good:
+        wanted = [lv for lv in good if concurrency is None or lv.concurrency == concurrency]
+        if not wanted:
             continue
-        best = max(good, key=lambda lv: lv.throughput_tok_s)
+        suspect = result_suspects(result)
+        if suspect:
+            notes.append(
+                f"skipped deploy bench {result.created} ({result.path or 'saved result'}): "
+                + "; ".join(suspect)
+            )
+            continue
+        best = max(wanted, key=lambda lv: lv.throughput_tok_s)
         prefill = None
         single = [lv for lv in good if lv.concurrency == 1 and lv.ttft_s.p50]
         if single and result.settings.measured_prompt_tokens and single[0].ttft_s.p50:
             prefill = result.settings.measured_prompt_tokens / single[0].ttft_s.p50
-        return Speed(
+        speed = Speed(
             decode_tok_s=best.throughput_tok_s,
             prefill_tok_s=prefill,
             source="measured",
             basis=f"deploy bench {result.created}: {best.throughput_tok_s:.1f} tok/s at "
             f"concurrency {best.concurrency} ({result.path or 'saved result'})",
         )
-    return None
+        return speed, notes
+    return None, notes
 
 
 # --------------------------------------------------------------------------- calibrate
 
 
-def calibrate_run(name: str, *, save: bool = True) -> CalibrationRecord:
-    """Record what a running server's log and processes show (`deploy calibrate NAME`)."""
+@dataclass(frozen=True)
+class Calibrated:
+    """What `deploy calibrate NAME` recorded."""
+
+    record: CalibrationRecord
+    #: The saved `deploy bench` result whose single-stream decode rate was recorded.
+    decode_from: str | None = None
+    #: Why that rate was suspect, when `--accept` recorded it anyway.
+    accepted_despite: tuple[str, ...] = ()
+
+
+def run_bench_result(name: str, record: Any) -> tuple[BenchResult, float] | None:
+    """The newest saved bench of this run (same name and model, made since it started)
+    with a concurrency-1 level, and that level's decode rate (per request, p50)."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started_at or 0))
+    for doc in load_results():
+        if (doc.get("target") or {}).get("run") != name:
+            continue
+        if doc.get("model_key") != record.variant_id or str(doc.get("created", "")) < since:
+            continue
+        result = result_from_dict(doc)
+        for lv in result.levels:
+            if lv.concurrency == 1 and lv.decode_tok_s.p50:
+                return result, lv.decode_tok_s.p50
+    return None
+
+
+def calibrate_run(name: str, *, save: bool = True, accept: bool = False) -> Calibrated:
+    """Record what a running server's log and processes show (`deploy calibrate NAME`),
+    with the single-stream decode rate of its newest `deploy bench`, when there is one.
+
+    A rate measured on a busy machine, or below half the plan's estimate, is refused
+    (Conflict, exit 7) unless `accept`: it would become the "measured" speed of every
+    later plan for this model here."""
     record = _load_run(name)
     plan = _plan_of(record)
     if plan is None:
@@ -294,13 +413,30 @@ def calibrate_run(name: str, *, save: bool = True) -> CalibrationRecord:
             f"run {name!r} has no plan in its record, so its measurements cannot be keyed",
             hint="deploy stop NAME; deploy up MODEL",
         )
-    return calibration.record_from_run(
+    decode: float | None = None
+    source: str | None = None
+    suspect: tuple[str, ...] = ()
+    found = run_bench_result(name, record)
+    if found is not None:
+        result, decode = found
+        source = result.path or f"deploy bench {result.created}"
+        suspect = result_suspects(result)
+        if suspect and not accept:
+            raise Conflict(
+                f"not recording the decode rate of deploy bench {result.created}: "
+                f"{'; '.join(suspect)}; rerun deploy bench {name} --concurrency 1 on a quiet "
+                "machine, or pass --accept to record it anyway"
+            )
+    rec = calibration.record_from_run(
         plan=plan,
         log_file=Path(record.log_file),
         pid=record.pgid or record.pid,
         engine_version=record.engine_version,
+        decode_tok_s=decode,
+        accepted_despite=suspect,
         save=save,
     )
+    return Calibrated(rec, decode_from=source, accepted_despite=suspect)
 
 
 def list_calibration(*, this_machine: bool = False) -> list[calibration.StoredRecord]:
@@ -335,6 +471,9 @@ class CostOptions:
     prefill_tok_s: float | None = None
     gpus: int | None = None
     prices_file: Path | None = None
+    #: Streams served at once: the plan is made for this many, and its aggregate decode
+    #: (or a saved bench's level at this concurrency) sets the throughput.
+    concurrency: int | None = None
 
 
 def _resolve_model(model: str) -> tuple[str, str | None, str | None]:
@@ -350,7 +489,7 @@ def _resolve_model(model: str) -> tuple[str, str | None, str | None]:
     return entry.model.id, entry.family, resolved.variant_id if resolved.variant else None
 
 
-def _best_plan(model: str, hw: str | None) -> Plan | None:
+def _best_plan(model: str, hw: str | None, concurrency: int | None = None) -> Plan | None:
     import importlib
 
     try:
@@ -360,7 +499,8 @@ def _best_plan(model: str, hw: str | None) -> Plan | None:
     make_plans: Any = getattr(plan_api, "make_plans", None)
     if make_plans is None:
         return None
-    result = make_plans(model, hw=hw)
+    request = PlanRequest(concurrency=concurrency) if concurrency else None
+    result = make_plans(model, request, hw=hw)
     plans: Sequence[Plan] = getattr(result, "plans", result)
     return plans[0] if plans else None
 
@@ -397,6 +537,14 @@ def cost(model: str, opts: CostOptions) -> CostReport:
     notes: list[str] = []
     plan: Plan | None = None
     speed: Speed
+    if opts.concurrency is not None and opts.concurrency < 1:
+        raise UsageError(f"bad --concurrency {opts.concurrency}: it must be >= 1")
+    if opts.concurrency is not None and opts.decode_tok_s is not None:
+        raise UsageError(
+            "--concurrency takes the speed from a plan at that concurrency; "
+            "--decode-tok-s gives the speed itself: use one",
+            hint=f"deploy cost {model} --concurrency {opts.concurrency} --gpu-hour-usd X",
+        )
     if opts.decode_tok_s is not None:
         speed = Speed(
             decode_tok_s=opts.decode_tok_s,
@@ -405,16 +553,25 @@ def cost(model: str, opts: CostOptions) -> CostReport:
             basis="speeds given on the command line",
         )
     else:
-        plan = _best_plan(model, opts.hw)
+        plan = _best_plan(model, opts.hw, opts.concurrency)
         if plan is None:
+            at = f" at concurrency {opts.concurrency}" if opts.concurrency else ""
             raise UsageError(
-                f"no plan for {model} on {opts.hw or 'this machine'} to take speeds from",
+                f"no plan for {model}{at} on {opts.hw or 'this machine'} to take speeds from",
                 hint=f"deploy plan {model}   or give them: --decode-tok-s N --prefill-tok-s N",
             )
-        found = measured_speed(plan.variant_id, _hardware_key_of(plan))
+        found, skipped = measured_speed(
+            plan.variant_id, _hardware_key_of(plan), concurrency=opts.concurrency
+        )
+        notes.extend(skipped)
         if found is not None:
             speed = found
         else:
+            if opts.concurrency and opts.concurrency > 1 and not plan.speed.decode_tok_s_aggregate:
+                notes.append(
+                    f"the plan estimates no aggregate decode at concurrency {opts.concurrency}: "
+                    "its single-stream rate is used (a lower bound)"
+                )
             speed = Speed(
                 decode_tok_s=plan.speed.decode_tok_s_aggregate or plan.speed.decode_tok_s,
                 prefill_tok_s=opts.prefill_tok_s or plan.speed.prefill_tok_s,

@@ -126,6 +126,7 @@ def record_from_run(
     engine_version: str | None,
     hardware_key: str | None = None,
     decode_tok_s: float | None = None,
+    accepted_despite: tuple[str, ...] = (),
     save: bool = True,
 ) -> CalibrationRecord:
     """Parse a running (or just-started) server's log, add its process-group RSS, store and
@@ -134,6 +135,8 @@ def record_from_run(
 
     `hardware_key` defaults to the fingerprint in the plan's hardware section when the plan
     was made for this (detected) machine, else to this machine's fingerprint, detected now.
+    `accepted_despite` names why `decode_tok_s` was suspect when it is recorded anyway
+    (`deploy calibrate NAME --accept`); the stored file keeps the reasons beside it.
     """
     key = hardware_key or this_hardware_key(plan)
     try:
@@ -168,5 +171,5 @@ def record_from_run(
         source=str(log_file),
     )
     if save:
-        save_record(record, memory)
+        save_record(record, memory, accepted_despite=accepted_despite)
     return record

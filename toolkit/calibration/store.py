@@ -110,12 +110,19 @@ class StoredRecord:
     log: dict[str, Any] = field(default_factory=dict)
 
 
-def save_record(record: CalibrationRecord, memory: LogMemory | None = None) -> Path:
+def save_record(
+    record: CalibrationRecord,
+    memory: LogMemory | None = None,
+    *,
+    accepted_despite: tuple[str, ...] = (),
+) -> Path:
     """Write one record to $DEPLOY_HOME/calibration/<id>.json (atomically). A record of
     the same configuration is replaced; a decode speed it had (from `deploy bench`) is
-    kept when the new record has none."""
+    kept when the new record has none. `accepted_despite`: why the decode speed was
+    suspect (busy machine, far below the plan) when it is recorded anyway."""
     path = settings.calibration_dir() / f"{record.id}.json"
     log = memory.to_dict() if memory is not None else {}
+    accepted = list(accepted_despite) if record.decode_tok_s is not None else []
     if path.exists():
         try:
             old_doc = json.loads(path.read_text())
@@ -125,9 +132,12 @@ def save_record(record: CalibrationRecord, memory: LogMemory | None = None) -> P
             old_doc = {}
         if old is not None and record.decode_tok_s is None and old.decode_tok_s is not None:
             record = replace(record, decode_tok_s=old.decode_tok_s)
+            accepted = list(old_doc.get("accepted_despite") or [])
         if not log:
             log = old_doc.get("log", {})
-    doc = {"schema": RECORD_SCHEMA, "record": record_to_dict(record), "log": log}
+    doc: dict[str, Any] = {"schema": RECORD_SCHEMA, "record": record_to_dict(record), "log": log}
+    if accepted:
+        doc["accepted_despite"] = accepted
     _write_json_atomic(path, doc)
     return path
 

@@ -8,6 +8,7 @@ import click
 
 from toolkit.api import bench as api
 from toolkit.cli.output import console, emit_json, json_option
+from toolkit.cost import CostReport
 from toolkit.errors import UsageError
 from toolkit.units import format_bytes
 
@@ -52,6 +53,9 @@ def bench(
     """Measure a running server: TTFT, decode tok/s, throughput, latency percentiles.
 
     NAME is a run started with `deploy up`; or use --url URL --model M for any server.
+    Prints the ratio of the measured decode rate to the plan's estimate, and warns when
+    the machine was busy (load average above the cores, CPU steal) or the ratio is
+    below 0.5: such a rate is not recorded for later plans.
     """
     opts = api.BenchOptions(
         concurrency=api.parse_concurrency(concurrency),
@@ -75,6 +79,8 @@ def bench(
         raise UsageError("give a run NAME or --url", hint="deploy ps")
     if as_json:
         emit_json(result.to_dict())
+        for warning in result.warnings:
+            console(stderr=True).print(f"[yellow]warning: {warning}[/yellow]")
         return
     from rich.table import Table
 
@@ -96,6 +102,7 @@ def bench(
         "total\ntok/s",
         "latency s\np50/90/99",
         "predicted\ntok/s",
+        "ratio",
         "engine\nlog tok/s",
         box=None,
     )
@@ -112,6 +119,7 @@ def bench(
             _f(lv.throughput_tok_s),
             f"{_f(lat.p50, '{:.1f}')}/{_f(lat.p90, '{:.1f}')}/{_f(lat.p99, '{:.1f}')}",
             pred,
+            _f(lv.ratio_to_plan, "{:.2f}x"),
             eng,
         )
     out.print(table)
@@ -121,22 +129,45 @@ def bench(
     for lv in result.levels:
         for sample in lv.error_samples:
             out.print(f"[red]concurrency {lv.concurrency}: {sample}[/red]")
+    if result.ratio_to_plan is not None:
+        out.print(f"measured / plan estimate: {result.ratio_to_plan:.2f}x")
+    if result.machine_load:
+        out.print(_machine_line(result.machine_load))
     for note in s.notes:
         out.print(f"[yellow]note: {note}[/yellow]")
+    for warning in result.warnings:
+        out.print(f"[yellow]warning: {warning}[/yellow]")
     if result.path:
         out.print(f"saved: {result.path}")
+
+
+def _machine_line(load: dict[str, object]) -> str:
+    """ "machine: load 0.52 (1 min) on 2 cores, CPU steal 0.0 %" from MachineLoad.to_dict()."""
+    avg, cores, steal = load.get("load_avg_1m"), load.get("cores"), load.get("steal_pct")
+    text = "machine: load " + (f"{avg:.2f} (1 min)" if isinstance(avg, float) else "unknown")
+    text += f" on {cores} cores" if cores else ""
+    text += f", CPU steal {steal:.1f} %" if isinstance(steal, float) else ""
+    return text + (f" ({load['note']})" if load.get("note") else "")
 
 
 @click.command()
 @click.argument("name", required=False)
 @click.option("--list", "list_", is_flag=True, help="List stored calibration records.")
 @click.option("--here", is_flag=True, help="With --list: only this machine's records.")
+@click.option(
+    "--accept",
+    is_flag=True,
+    help="Record the run's bench decode rate even if the machine was busy or it is "
+    "below half the plan's estimate.",
+)
 @json_option
-def calibrate(name: str | None, list_: bool, here: bool, as_json: bool) -> None:
+def calibrate(name: str | None, list_: bool, here: bool, accept: bool, as_json: bool) -> None:
     """Record a running server's measured memory for later plans on this machine.
 
     Parses the engine's startup log (weights, KV cache, compute buffers per device; vLLM's
-    KV tokens, max concurrency, CUDA graphs) and the server's resident memory (RSS).
+    KV tokens, max concurrency, CUDA graphs) and the server's resident memory (RSS), with
+    the single-stream decode rate of the run's newest `deploy bench`. A rate measured on a
+    busy machine, or below half the plan's estimate, is refused (exit 7) unless --accept.
     """
     from rich.table import Table
 
@@ -160,9 +191,16 @@ def calibrate(name: str | None, list_: bool, here: bool, as_json: bool) -> None:
             )
         console().print(table)
         return
-    record = api.calibrate_run(name)
+    done = api.calibrate_run(name, accept=accept)
+    record = done.record
     if as_json:
-        emit_json(asdict(record))
+        emit_json(
+            {
+                **asdict(record),
+                "decode_from": done.decode_from,
+                "accepted_despite": list(done.accepted_despite),
+            }
+        )
         return
     out = console()
     out.print(
@@ -181,8 +219,33 @@ def calibrate(name: str | None, list_: bool, here: bool, as_json: bool) -> None:
     out.print(table)
     if record.kv_tokens_capacity:
         out.print(f"KV cache holds {record.kv_tokens_capacity:,} tokens")
+    if record.decode_tok_s is not None:
+        out.print(f"decode {record.decode_tok_s:.1f} tok/s (from {done.decode_from})")
+    for reason in done.accepted_despite:
+        out.print(f"[yellow]recorded with --accept despite: {reason}[/yellow]")
     out.print(f"hardware {record.hardware_key}; source {record.source}")
     out.print("Later plans for this model on this machine use these measured terms.")
+
+
+def _break_even_line(report: CostReport) -> str:
+    """The break-even sentence; never a figure above what the machine serves in a day."""
+    parity, most = report.api_parity_mtok_day, report.capacity_max_mtok_day
+    if parity is None:
+        return "  break-even: none (the API price is zero)"
+    if report.break_even == "unreachable" and most is not None:
+        cap = (
+            f"this machine serves at most {most:,.1f} M tokens/day"
+            if report.capacity_mtok_day is not None
+            else f"at most {most:,.1f} M tokens/day, from output speed alone"
+        )
+        return (
+            f"  break-even: unreachable ({cap})\n"
+            f"  the API bill equals the machine's cost only at {parity:,.1f} M tokens/day"
+        )
+    line = f"  break-even: {parity:,.1f} M tokens/day"
+    if report.break_even == "reachable" and most is not None:
+        return line + f" (this machine serves at most {most:,.1f} M/day: reachable)"
+    return line + " (capacity unknown: no prefill speed)"
 
 
 @click.command()
@@ -200,6 +263,11 @@ def calibrate(name: str | None, list_: bool, here: bool, as_json: bool) -> None:
 @click.option("--decode-tok-s", type=float, help="Use this aggregate output speed (tok/s).")
 @click.option("--prefill-tok-s", type=float, help="Use this prompt speed (tok/s).")
 @click.option("--gpus", type=int, help="GPUs billed by --gpu-hour-usd (default: the plan's).")
+@click.option(
+    "--concurrency",
+    type=int,
+    help="Streams served at once: plan for N and use its aggregate decode (default: 1).",
+)
 @json_option
 def cost(
     model: str,
@@ -214,9 +282,13 @@ def cost(
     decode_tok_s: float | None,
     prefill_tok_s: float | None,
     gpus: int | None,
+    concurrency: int | None,
     as_json: bool,
 ) -> None:
-    """Self-hosting $ per million tokens against API prices, and the break-even volume."""
+    """Self-hosting $ per million tokens against API prices, and the break-even volume.
+
+    A break-even above what the machine can serve in a day is reported as unreachable.
+    """
     from toolkit.cost import parse_mix
 
     report = api.cost(
@@ -233,6 +305,7 @@ def cost(
             decode_tok_s=decode_tok_s,
             prefill_tok_s=prefill_tok_s,
             gpus=gpus,
+            concurrency=concurrency,
         ),
     )
     if as_json:
@@ -267,12 +340,7 @@ def cost(
         money.format(report.api_blended_usd_mtok),
     )
     out.print(table)
-    if report.break_even_mtok_day is not None:
-        line = f"  break-even: {report.break_even_mtok_day:,.1f} M tokens/day"
-        if report.capacity_mtok_day is not None:
-            line += f" (this machine serves at most {report.capacity_mtok_day:,.1f} M/day"
-            line += ": reachable)" if report.break_even_reachable else ": NOT reachable)"
-        out.print(line)
+    out.print(_break_even_line(report))
     out.print(f"  price source: {p.source} {('(' + p.as_of + ')') if p.as_of else ''}")
     for note in report.notes:
         out.print(f"  [yellow]note: {note}[/yellow]")
