@@ -23,6 +23,10 @@ DEPLOY_OFFLINE = "DEPLOY_OFFLINE"
 DEPLOY_DEBUG = "DEPLOY_DEBUG"
 #: A hardware spec string or profile file used when --hw is not given.
 DEPLOY_HW = "DEPLOY_HW"
+#: Where deploy keeps caches it can rebuild (the compiled recipe catalog). Default:
+#: $DEPLOY_HOME/cache when DEPLOY_HOME is set, else the platform's user cache dir
+#: (e.g. ~/.cache/deploy). Deleting it is always safe.
+DEPLOY_CACHE_DIR = "DEPLOY_CACHE_DIR"
 #: Hugging Face's own variables, honoured (read at call time, not at import) by the store:
 #: HF_HOME (default ~/.cache/huggingface), HF_HUB_CACHE (default $HF_HOME/hub; the model
 #: store shared with other tools), HF_ENDPOINT (a hub mirror), HF_TOKEN (gated repos; read
@@ -44,6 +48,18 @@ def home() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("deploy", appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Rebuildable caches: DEPLOY_CACHE_DIR, else $DEPLOY_HOME/cache, else the user cache dir."""
+    value = os.environ.get(DEPLOY_CACHE_DIR)
+    if value:
+        return Path(value).expanduser()
+    if os.environ.get(DEPLOY_HOME):
+        return home() / "cache"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("deploy", appauthor=False))
 
 
 def config_dir() -> Path:

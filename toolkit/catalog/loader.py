@@ -3,25 +3,38 @@
 Errors name the file and the key path (`qwen3-coder.yaml: models[1].variants[3].size`).
 A user recipe whose family or model id matches a shipped one overrides it; the override
 is recorded so `deploy recipes show` can report it.
+
+`load_catalog` keeps the parsed, validated catalog in a cache file (`settings.cache_dir()`),
+keyed by every recipe file's path, size, mtime, ctime and inode plus this code's own
+version, so `deploy plan` neither imports PyYAML nor validates recipes on a warm start.
+Any problem with the cache (missing, stale, unreadable) means an ordinary load.
 """
 
 from __future__ import annotations
 
-import difflib
+import contextlib
+import os
+import pickle
+import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import ValidationError
-
-from toolkit.catalog.schema import Model, RecipeFile, Unavailable, variant_id
 from toolkit.errors import RecipeError
 
-#: libyaml's safe loader when PyYAML was built with it (10x faster), else the Python one.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from toolkit.catalog.schema import Model, RecipeFile, Unavailable
+
+#: Bump when the cached object graph changes shape in a way the key below would not see.
+CACHE_FORMAT = 1
+#: A recipe file changed less than this many seconds before a load is not trusted to its
+#: timestamps (a second write in the same clock tick, same size, would look unchanged), so
+#: that load does not write the cache ("racily clean", as git calls it).
+_RACY_S = 2.0
 
 
 def shipped_recipes_dir() -> Path:
@@ -30,7 +43,9 @@ def shipped_recipes_dir() -> Path:
     In a wheel they live at `toolkit/_recipes`; in a source checkout (editable install)
     at the project's top-level `recipes/` beside the package.
     """
-    packaged = Path(str(resources.files("toolkit"))) / "_recipes"
+    # Beside this package, not importlib.resources: that import alone costs `deploy plan`
+    # more than reading the whole cached catalog.
+    packaged = Path(__file__).parents[1] / "_recipes"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "recipes"
@@ -53,6 +68,8 @@ def _clean_loc(loc: Sequence[int | str]) -> list[int | str]:
 def _first_error(exc: ValidationError) -> tuple[str, str]:
     """The one error to show. A misspelled key shows up twice (unknown + missing): report
     the unknown key, with the missing one as the likely meant spelling."""
+    import difflib
+
     errors = exc.errors()
     extra = [e for e in errors if e["type"] == "extra_forbidden"]
     err = extra[0] if extra else errors[0]
@@ -82,13 +99,20 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
 
 def parse_recipe(path: Path) -> RecipeFile:
     """Parse and validate one recipe file. Raises RecipeError naming file and key path."""
+    import yaml
+    from pydantic import ValidationError
+
+    from toolkit.catalog.schema import RecipeFile
+
+    #: libyaml's safe loader when PyYAML was built with it (10x faster), else the Python one.
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     name = path.name
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(str(path), "", f"cannot read: {exc.strerror}") from exc
     try:
-        data: Any = yaml.load(text, Loader=_LOADER)
+        data: Any = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
@@ -128,6 +152,8 @@ def _check_same_architecture(name: str, recipe: RecipeFile) -> None:
 
 
 def _check_unique_ids(name: str, recipe: RecipeFile) -> None:
+    from toolkit.catalog.schema import variant_id
+
     seen: dict[str, str] = {}
     for i, model in enumerate(recipe.models):
         key = f"models[{i}].id"
@@ -229,9 +255,97 @@ def load_catalog(user_dirs: Sequence[Path] = ()) -> Catalog:
 
     `settings.user_recipe_dirs()` lists DEPLOY_RECIPES_PATH's dirs, then the user config
     dir, so the environment beats the config dir, which beats the shipped recipes.
+
+    Served from the compiled cache when no recipe file (nor this code) changed since it
+    was written; errors in recipes are never cached, so they are reported every time.
     """
+    files = recipe_files([shipped_recipes_dir(), *reversed(user_dirs)])
+    key = _cache_key(files)
+    path = _cache_path() if key is not None else None
+    if path is not None and key is not None:
+        cached = _read_cache(path, key)
+        if cached is not None:
+            return cached
+    catalog = _load(files)
+    if path is not None and key is not None and not _racy(key):
+        _write_cache(path, key, catalog)
+    return catalog
+
+
+def _load(files: Iterable[Path]) -> Catalog:
     catalog = Catalog()
-    for path in recipe_files([shipped_recipes_dir(), *reversed(user_dirs)]):
+    for path in files:
         catalog.add(path, parse_recipe(path))
     catalog.link_architectures()
     return catalog
+
+
+#: (format, toolkit version, python, code stamps, per file: path, size, mtime, ctime, inode)
+CacheKey = tuple[Any, ...]
+
+
+def _stamp(path: Path) -> tuple[str, int, int, int, int]:
+    st = os.stat(path)
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _cache_key(files: Sequence[Path]) -> CacheKey | None:
+    """What the cached catalog was built from; None when a file cannot be stat'ed."""
+    from toolkit import __version__
+
+    here = Path(__file__).parent
+    try:
+        # The code that builds the catalog and the schema of the objects pickled.
+        code = tuple(_stamp(here / name) for name in ("loader.py", "schema.py"))
+        stamps = tuple(_stamp(p) for p in files)
+    except OSError:
+        return None
+    return (CACHE_FORMAT, __version__, sys.version_info[:3], code, stamps)
+
+
+def _racy(key: CacheKey) -> bool:
+    """A file touched in the last `_RACY_S` seconds might change again unseen."""
+    newest = max((max(s[2], s[3]) for s in (*key[3], *key[4])), default=0)
+    return newest >= time.time_ns() - int(_RACY_S * 1e9)
+
+
+def _cache_path() -> Path | None:
+    from toolkit import settings
+
+    try:
+        return settings.cache_dir() / "catalog.pickle"
+    except Exception:
+        return None
+
+
+def _read_cache(path: Path, key: CacheKey) -> Catalog | None:
+    """The cached catalog when `key` matches; None on any mismatch or error."""
+    try:
+        with open(path, "rb") as f:
+            if pickle.load(f) != key:
+                return None
+            pydantic_version, catalog = pickle.load(f)
+        from pydantic.version import VERSION
+
+        if pydantic_version != VERSION or not isinstance(catalog, Catalog):
+            return None
+        return catalog
+    except Exception:
+        return None
+
+
+def _write_cache(path: Path, key: CacheKey, catalog: Catalog) -> None:
+    """Key then catalog, written to a temporary file and renamed over (atomic); a cache
+    that cannot be written is no error."""
+    from pydantic.version import VERSION
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            pickle.dump(key, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((VERSION, catalog), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except Exception:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
