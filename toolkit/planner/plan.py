@@ -207,6 +207,11 @@ def speed_case(
     per_gpu = used[0].fp16_flops if used else None
     read = sum(p.bytes_per_token for p in e.parts if p.bytes_per_token > 0)
     kernel = "fp4" if v.format in ("mxfp4", "nvfp4") else _VLLM_KERNEL.get(v.format, "bf16")
+    expert_share = 0.0
+    if arch.moe and layout.expert_bytes_per_layer and layout.active_bytes:
+        frac = arch.moe.experts_per_token / arch.moe.experts
+        routed = sum(layout.expert_bytes_per_layer) * frac
+        expert_share = min(1.0, routed / layout.active_bytes)
     return SpeedCase(
         engine=engine,
         backend=backend,
@@ -224,6 +229,9 @@ def speed_case(
         weight_share=min(1.0, float(layout.active_bytes or layout.total_bytes) / read)
         if read > 0
         else 1.0,
+        experts=arch.moe.experts if arch.moe else 0,
+        experts_per_token=arch.moe.experts_per_token if arch.moe else 0,
+        expert_share=expert_share,
     )
 
 

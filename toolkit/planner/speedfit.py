@@ -37,6 +37,8 @@ PRIOR = 0.02
 #: not say (Qwen3-30B-A3B 0.55, gpt-oss-20b 0.66 from their configs).
 EXPERT_ACTIVE_SHARE = 0.6
 _CPU_HZ = 3.0e9
+#: Coefficients kept at their starting values (not fitted).
+FIXED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Measurement:
 
 
 def _bounds(name: str) -> tuple[float, float]:
+    if name.endswith("_bps"):
+        return (5e10, 2e13)
     return _BOUNDS["_s"] if name.endswith("_s") else _FRACTION
 
 
@@ -67,6 +71,8 @@ def to_measurement(
 ) -> Measurement | None:
     """A measurement dict → Measurement; None when a fact the model needs is missing.
     `gpu_spec(id)` gives (bandwidth bytes/s, fp16 FLOP/s) from the spec table."""
+    if m.get("exclude"):
+        return None
     model = m.get("model") or {}
     hw = m.get("hardware") or {}
     weights = _weights_bytes(m)
@@ -130,6 +136,18 @@ def to_measurement(
     }.get(str(m.get("quant", "")).lower(), "bf16")
     depth = float(m.get("depth") or 0)
     hidden = float(model.get("hidden") or 0)
+    # Decode reads the KV cache of every token before it (when the source's model facts
+    # give its size per token): the depth plus half the generated tokens on average.
+    kv_read = float(model.get("kv_bytes_per_token") or 0) * (
+        depth + float(m.get("n_tokens") or 0) / 2
+    )
+    if test != "pp" and kv_read > 0:
+        places = [
+            replace(
+                pl, bytes_per_token=pl.bytes_per_token + kv_read * (pl.bytes_per_token / active)
+            )
+            for pl in places
+        ]
     # Attention at depth: QKᵀ and AV over `depth` cached tokens, 4·hidden FLOPs each per layer.
     attn = 4.0 * layers * hidden * (depth + float(m.get("n_tokens") or 0) / 2)
     case = SpeedCase(
@@ -145,9 +163,41 @@ def to_measurement(
         gpu_flops=flops * tp if flops else None,
         cpu_flops=cpu_flops,
         kernel=kernel if engine == "vllm" else "bf16",
-        cuda_graphs=m.get("cuda_graphs", True) is not False,
+        cuda_graphs=_graphs(m, engine, backend),
+        weight_share=active / (active + kv_read) if test != "pp" else 1.0,
+        experts=int(model.get("experts") or 0),
+        experts_per_token=int(model.get("experts_per_token") or 0),
+        expert_share=float(model.get("expert_active_share") or (EXPERT_ACTIVE_SHARE if moe else 0)),
     )
+    if test == "tg" and case.concurrency == 1 and value > roofline(case):
+        # Faster than reading the weights once at full bandwidth: not plain decode
+        # (speculative decoding, a misread column); it would teach the fit nonsense.
+        return None
     return Measurement(str(m["id"]), str(m.get("source") or m.get("url")), test, value, case)
+
+
+def roofline(case: SpeedCase) -> float:
+    """Decode tok/s if every byte streamed at 100 % of peak bandwidth and nothing else cost
+    time (infinite when a bandwidth is unknown)."""
+    t = sum(
+        pl.bytes_per_token / pl.ranks / pl.bandwidth
+        for pl in case.places
+        if pl.bandwidth and pl.bytes_per_token > 0
+    )
+    return 1.0 / t if t > 0 else math.inf
+
+
+#: llama.cpp's CUDA backend launches a decode step as one CUDA graph since
+#: ggml-org/llama.cpp#6766 (May 2024); earlier measurements paid a launch per kernel.
+LLAMACPP_GRAPHS_SINCE = "2024-05"
+
+
+def _graphs(m: Mapping[str, Any], engine: str, backend: str) -> bool:
+    if m.get("cuda_graphs") is False:
+        return False
+    if engine == "llamacpp" and backend == "cuda" and m.get("date"):
+        return str(m["date"]) >= LLAMACPP_GRAPHS_SINCE
+    return True
 
 
 def predict(meas: Measurement, params: Mapping[str, float]) -> float | None:
@@ -188,14 +238,16 @@ def fit(
 ) -> dict[str, float]:
     """Coefficients minimising the squared log2 error over `ms` (plus the prior)."""
     params = dict(start or DEFAULTS)
-    keys = _used(ms)
+    keys = [k for k in _used(ms) if k not in FIXED]
     for _ in range(rounds):
         before = _loss(ms, params)
         for k in keys:
             lo, hi = (math.log(b) for b in _bounds(k))
-            params[k] = math.exp(
-                _golden(lambda x, k=k: _loss(ms, {**params, k: math.exp(x)}), lo, hi)
-            )
+
+            def at(x: float, k: str = k) -> float:
+                return _loss(ms, {**params, k: math.exp(x)})
+
+            params[k] = math.exp(_golden(at, lo, hi))
         if before - _loss(ms, params) < 1e-6:
             break
     return params
@@ -234,10 +286,10 @@ class Scored:
 def leave_one_source_out(ms: Sequence[Measurement], rounds: int = 6) -> list[Scored]:
     """Each source predicted by a fit on all the others."""
     out: list[Scored] = []
-    full = fit(ms, rounds=rounds)
     for src in sorted({m.source for m in ms}):
         train = [m for m in ms if m.source != src]
-        params = fit(train, start=full, rounds=rounds)
+        # From the starting values, never from a fit that saw the held-out source.
+        params = fit(train, rounds=rounds)
         for m in ms:
             if m.source != src:
                 continue

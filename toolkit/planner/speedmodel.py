@@ -33,24 +33,38 @@ DEFAULTS: dict[str, float] = {
     "bw_vllm_cuda": 0.75,
     "bw_vllm_rocm": 0.6,
     "bw_ram": 0.6,
+    # bandwidth one decode stream can draw at most (bytes/s): a single token's matrix ×
+    # vector products keep too few reads in flight to fill HBM or a large Apple chip, so
+    # the effective rate saturates: 1 / (1 / (eff × peak) + 1 / cap)
+    "cap_llamacpp_cuda_bps": 2.0e12,
+    "cap_llamacpp_metal_bps": 1.0e12,
+    "cap_vllm_cuda_bps": 4.0e12,
     # vLLM kernel classes relative to bf16 (Marlin int4, fp8, mxfp4/nvfp4)
     "k_vllm_int4": 0.7,
     "k_vllm_fp8": 0.9,
     "k_vllm_fp4": 0.6,
     # seconds per layer per token
     "layer_llamacpp_gpu_s": 20e-6,
+    # llama.cpp CUDA builds before CUDA graphs (ggml-org/llama.cpp#6766, May 2024)
+    "layer_llamacpp_nograph_s": 60e-6,
     "layer_llamacpp_metal_s": 30e-6,
     "layer_llamacpp_cpu_s": 20e-6,
     "layer_vllm_s": 20e-6,
     "layer_vllm_eager_s": 100e-6,
+    "layer_vllm_cpu_s": 1000e-6,
     # extra seconds per MoE layer (routing, expert gather)
     "moe_layer_s": 10e-6,
     # seconds per layer whose experts run on the CPU (GPU↔CPU hand-off)
     "handoff_s": 100e-6,
     # seconds per layer per token for the tensor-parallel all-reduce
     "allreduce_s": 10e-6,
-    # CPU: fraction of the peak FP32 FLOP/s reached (decode and prefill)
-    "cpu_flop_eff": 0.15,
+    # CPU: fraction of the peak FP32 FLOP/s reached by prefill (matrix × matrix) and by
+    # decode (matrix × vector: small models on few cores are bound by this, not by RAM)
+    "cpu_flop_eff": 0.5,
+    "cpu_dec_flop_eff": 0.15,
+    # seconds per decode step outside the layers (sampling, scheduling, Python)
+    "step_llamacpp_s": 200e-6,
+    "step_vllm_s": 1000e-6,
     # GPU prefill: fraction of the dense fp16 tensor FLOP/s reached
     "pp_llamacpp_cuda": 0.35,
     "pp_llamacpp_metal": 0.5,
@@ -98,33 +112,55 @@ class SpeedCase:
     cuda_graphs: bool = True
     #: Weight bytes of the places (read once per step, shared by concurrent streams).
     weight_share: float = 1.0
+    #: MoE: routed experts, experts per token, and the routed experts' share of the
+    #: active weight bytes. With N streams a step reads every expert some token picked:
+    #: E × (1 − (1 − k/E)^N) of them instead of k.
+    experts: int = 0
+    experts_per_token: int = 0
+    expert_share: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _bw_eff(case: SpeedCase, p: dict[str, float]) -> float:
+def _gpu_rate(case: SpeedCase, bandwidth: float, p: dict[str, float]) -> float:
+    """Bytes per second one GPU delivers to a decode step."""
     if case.engine == "vllm":
         eff = p.get(f"bw_vllm_{case.backend}", p["bw_vllm_cuda"])
         k = {"int4": "k_vllm_int4", "fp8": "k_vllm_fp8", "fp4": "k_vllm_fp4"}.get(case.kernel)
-        return eff * (p[k] if k else 1.0)
-    return p.get(f"bw_llamacpp_{case.backend}", p["bw_llamacpp_cuda"])
+        eff *= p[k] if k else 1.0
+        cap = p["cap_vllm_cuda_bps"]
+    else:
+        eff = p.get(f"bw_llamacpp_{case.backend}", p["bw_llamacpp_cuda"])
+        cap = p.get(f"cap_llamacpp_{case.backend}_bps", p["cap_llamacpp_cuda_bps"])
+    return 1.0 / (1.0 / (eff * bandwidth) + 1.0 / cap)
 
 
 def _layer_cost(case: SpeedCase, p: dict[str, float]) -> float:
     if case.engine == "vllm":
         if case.backend == "cpu":
-            return p["layer_llamacpp_cpu_s"]
+            return p["layer_vllm_cpu_s"]
         return p["layer_vllm_s"] if case.cuda_graphs else p["layer_vllm_eager_s"]
     if case.backend == "metal":
         return p["layer_llamacpp_metal_s"]
     if case.backend == "cpu":
         return p["layer_llamacpp_cpu_s"]
-    return p["layer_llamacpp_gpu_s"]
+    return p["layer_llamacpp_gpu_s"] if case.cuda_graphs else p["layer_llamacpp_nograph_s"]
+
+
+def weights_read_factor(case: SpeedCase) -> float:
+    """Weight bytes one step reads for `concurrency` streams, relative to one stream."""
+    n = max(1, case.concurrency)
+    if n == 1 or not case.experts or not case.experts_per_token or case.expert_share <= 0:
+        return 1.0
+    e, k = case.experts, case.experts_per_token
+    touched = e * (1.0 - (1.0 - k / e) ** n)
+    return (1.0 - case.expert_share) + case.expert_share * touched / k
 
 
 def decode_step_seconds(case: SpeedCase, p: dict[str, float]) -> float | None:
     """Seconds for one decode step serving `concurrency` streams; None when a bandwidth
     the case needs is unknown."""
     n = max(1, case.concurrency)
+    wf = weights_read_factor(case)
     mem = 0.0
     cpu_compute = 0.0
     for pl in case.places:
@@ -132,16 +168,17 @@ def decode_step_seconds(case: SpeedCase, p: dict[str, float]) -> float | None:
             continue
         if not pl.bandwidth:
             return None
-        eff = _bw_eff(case, p) if pl.kind == "gpu" else p["bw_ram"]
+        rate = _gpu_rate(case, pl.bandwidth, p) if pl.kind == "gpu" else pl.bandwidth * p["bw_ram"]
         weights = pl.bytes_per_token * case.weight_share
         kv = pl.bytes_per_token - weights
-        t = (weights + kv * n) / pl.ranks / (pl.bandwidth * eff)
+        t = (weights * wf + kv * n) / pl.ranks / rate
         if pl.kind == "cpu" and case.cpu_flops:
             flops = case.flops_per_token * pl.flop_share * n
-            c = flops / (case.cpu_flops * p["cpu_flop_eff"])
+            c = flops / (case.cpu_flops * p["cpu_dec_flop_eff"])
             cpu_compute += max(0.0, c - t)
         mem += t
-    fixed = case.layers * _layer_cost(case, p)
+    fixed = p["step_vllm_s"] if case.engine == "vllm" else p["step_llamacpp_s"]
+    fixed += case.layers * _layer_cost(case, p)
     fixed += case.moe_layers * p["moe_layer_s"]
     fixed += case.handoff_layers * p["handoff_s"]
     if case.tp > 1:
