@@ -124,6 +124,7 @@ def _recipe_inputs(cat: Any, entries: Any) -> list[ModelInput]:
                 capability=cap.score if cap else None,
                 capability_basis=cap.basis if cap else "",
                 min_ctx=m.min_ctx,
+                release_date=m.release_date,
                 release_formats=tuple(
                     sorted(
                         {v.format for v in m.variants if v.repo == m.repo and v.format != "gguf"}

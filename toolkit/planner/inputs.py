@@ -43,3 +43,5 @@ class ModelInput:
     min_ctx: int | None = None
     #: Formats the model was released in (the variants in the model's own repo).
     release_formats: tuple[str, ...] = ()
+    #: ISO date of the release (ranking tie-break: newer first on equal capability).
+    release_date: str | None = None

@@ -413,10 +413,11 @@ def make_plans(
     req: PlanRequest,
     calibration: Sequence[CalibrationRecord] = (),
     engine_versions: EngineVersions | None = None,
+    raise_apple_cap: bool = True,
 ) -> PlanResult:
     plans: list[Plan] = []
     rejections: list[Rejection] = []
-    info: dict[str, tuple[int, bool]] = {}
+    info: dict[str, tuple[int, bool, str]] = {}
     engines: list[Engine] = [req.engine] if req.engine else ["llamacpp", "vllm"]
     for model in models:
         for v in model.variants:
@@ -440,10 +441,13 @@ def make_plans(
                     info[plan.variant_id] = (
                         rank.quality_class(v.quant, v.format, model.release_formats),
                         rank.is_upcast(v.format, model.release_formats),
+                        model.release_date or "",
                     )
                 if rej is not None:
                     rejections.append(rej)
     plans = rank.rank(plans, hw, req.prefer, info)
+    if plans and raise_apple_cap:
+        plans[0] = _apple_cap(plans[0], models, hw, req, calibration, engine_versions)
     closest, suggestion = None, None
     if not plans:
         closest, suggestion = _closest(models, hw, req, rejections)
@@ -455,6 +459,46 @@ def make_plans(
         closest=closest,
         suggestion=suggestion,
     )
+
+
+def _apple_cap(
+    best: Plan,
+    models: Sequence[ModelInput],
+    hw: Hardware,
+    req: PlanRequest,
+    calibration: Sequence[CalibrationRecord],
+    engine_versions: EngineVersions | None,
+) -> Plan:
+    """On an Apple GPU: name the wired-memory cap and, when raising it to what macOS can
+    spare would change the first plan, what it would give."""
+    from toolkit.hardware.apple import suggested_wired_limit, wired_cap_note
+
+    note = wired_cap_note(hw)
+    if note is None:
+        return best
+    notes = [note]
+    gpus = []
+    for g in hw.gpus:
+        if g.vendor == "apple":
+            raised = suggested_wired_limit(g.total_bytes) * 1024**2
+            if raised > (g.working_set_limit_bytes or g.free_bytes):
+                g = replace(g, free_bytes=raised, working_set_limit_bytes=raised)
+        gpus.append(g)
+    if tuple(gpus) != hw.gpus:
+        other = make_plans(
+            models, replace(hw, gpus=tuple(gpus)), req, calibration, engine_versions, False
+        ).best
+        if other is not None and (other.variant_id, other.placement, other.ctx) != (
+            best.variant_id,
+            best.placement,
+            best.ctx,
+        ):
+            tok = other.speed.decode_tok_s
+            notes.append(
+                f"with the cap raised, #1 would be {other.variant_id} ({other.placement}, "
+                f"ctx {other.ctx:,}" + (f", ~{tok:.0f} tok/s)" if tok else ")")
+            )
+    return replace(best, notes=(*best.notes, *notes))
 
 
 def _closest(

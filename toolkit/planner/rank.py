@@ -60,7 +60,7 @@ _PLACEMENT_WORDS = (
 def quality_class(quant: str, fmt: str, release_formats: Sequence[str] = ()) -> int:
     """Index into CLASSES for a variant's weights."""
     q = quant.lower()
-    if fmt != "gguf" and fmt in release_formats:
+    if fmt in release_formats or q in release_formats:
         return 0
     if fmt != "gguf":
         if fmt in _LOSSLESS_FORMATS:
@@ -141,6 +141,8 @@ def usable_label(plan: Plan, floors: Floors) -> str | None:
 class Keys:
     unusable: int
     capability: float
+    #: Release date as a sortable string ("" when unknown): newer first on equal capability.
+    released: str
     band: int
     tier: int
     engine_fit: int
@@ -150,10 +152,11 @@ class Keys:
     ctx: float
 
 
-def keys(plan: Plan, hw: Hardware, cls: int, upcast: bool) -> Keys:
+def keys(plan: Plan, hw: Hardware, cls: int, upcast: bool, released: str = "") -> Keys:
     return Keys(
         unusable=0 if plan.usable else 1,
         capability=plan.capability or 0.0,
+        released=released,
         band=band(cls),
         tier=PLACEMENT_TIER.get(plan.placement, 3),
         engine_fit=0 if plan.engine == preferred_engine(plan, hw) else 1,
@@ -164,9 +167,10 @@ def keys(plan: Plan, hw: Hardware, cls: int, upcast: bool) -> Keys:
     )
 
 
-def order(k: Keys, prefer: str) -> tuple[float, ...]:
+def order(k: Keys, prefer: str) -> tuple[float | str, ...]:
     quality = (
         -k.capability,
+        _newest_first(k.released),
         k.band,
         k.tier,
         k.engine_fit,
@@ -180,6 +184,13 @@ def order(k: Keys, prefer: str) -> tuple[float, ...]:
     return (k.unusable, *quality, -k.speed, -k.ctx)
 
 
+def _newest_first(date: str) -> str:
+    """A key that sorts later dates first ("" — unknown — last)."""
+    if not date:
+        return "~"
+    return "".join(chr(0x7E - ord(c) + 0x20) if " " <= c <= "~" else c for c in date)
+
+
 def reason(a: Plan, ka: Keys, b: Plan, kb: Keys, prefer: str) -> str:
     """Why plan a ranks above plan b, in one line (the first key that differs)."""
     if ka.unusable != kb.unusable:
@@ -191,6 +202,10 @@ def reason(a: Plan, ka: Keys, b: Plan, kb: Keys, prefer: str) -> str:
         (
             ka.capability > kb.capability,
             f"more capable model ({a.model_id} {_cap(a)} vs {b.model_id} {_cap(b)})",
+        ),
+        (
+            ka.capability == kb.capability and ka.released > kb.released,
+            f"newer release ({ka.released} vs {kb.released or 'unknown'})",
         ),
         (ka.band < kb.band, f"{CLASSES[ka.cls]} weights vs {CLASSES[kb.cls]}"),
         (
@@ -221,10 +236,10 @@ def rank(
     plans: Sequence[Plan],
     hw: Hardware,
     prefer: str,
-    info: dict[str, tuple[int, bool]],
+    info: dict[str, tuple[int, bool, str]],
 ) -> list[Plan]:
     """Sort plans best first and fill each plan's rank_reason. `info` maps variant id →
-    (quality class, is upcast)."""
+    (quality class, is upcast, release date)."""
     keyed = [(p, keys(p, hw, *info[p.variant_id])) for p in plans]
     keyed.sort(key=lambda pk: order(pk[1], prefer))
     out: list[Plan] = []

@@ -1,8 +1,9 @@
 """Regenerate the golden plans: `.venv/bin/python tests/golden/plans/regenerate.py`.
 
-One JSON file per hardware spec: the ranked plans for `qwen3-coder` (the whole family)
-with their placement, settings and memory per device, and every rejected option with its
-reason. Review the diff like code.
+One JSON file per (model, hardware spec): the ranked plans (`qwen3-coder` is the whole
+family) with their placement, settings, memory per device, ranking facts and the reason
+each ranks above the next, and every rejected option with its reason. Review the diff
+like code: the first plan of each file is what `deploy plan` recommends.
 """
 
 from __future__ import annotations
@@ -19,14 +20,27 @@ SPECS = {
     "2xrtx3090-ram64g": "2xrtx3090,ram=64G",
     "1xh100-ram256g": "1xh100,ram=256G",
     "8xh100-ram2t": "8xh100,ram=2T",
+    "8xh200-ram2t": "8xh200,ram=2T",
+    "16xh100-ram2t": "16xh100,ram=2T",
+    "cpu-ram24g-cores2": "cpu,ram=24G,cores=2",
+    "m3-max-128g": "m3-max:128G",
 }
+#: (model, spec name) pairs, beyond qwen3-coder on every spec above the ones in CASES.
+CASES = [
+    *[("qwen3-coder", name) for name in list(SPECS)[:5]],
+    ("smollm2-135m", "cpu-ram24g-cores2"),
+    ("deepseek", "8xh200-ram2t"),
+    ("gpt-oss", "8xh100-ram2t"),
+    ("kimi", "16xh100-ram2t"),
+    ("qwen3", "m3-max-128g"),
+]
 GiB = 1024**3
 
 
-def summary(spec: str) -> dict[str, Any]:
+def summary(spec: str, model: str = "qwen3-coder") -> dict[str, Any]:
     from toolkit.api.plan import make_plans
 
-    result = make_plans("qwen3-coder", hw=spec, calibration=[])
+    result = make_plans(model, hw=spec, calibration=[])
     plans = []
     for p in result.plans:
         row: dict[str, Any] = {
@@ -46,6 +60,14 @@ def summary(spec: str) -> dict[str, Any]:
                 for d in p.memory
             },
             "decode_tok_s": p.speed.decode_tok_s,
+            "decode_range": [p.speed.decode_low, p.speed.decode_high],
+            "prefill_tok_s": p.speed.prefill_tok_s,
+            "download_gib": None if p.download_bytes is None else round(p.download_bytes / GiB, 2),
+            "download_estimated": p.download_estimated,
+            "quality": p.quality,
+            "capability": p.capability,
+            "label": p.label,
+            "above_next": p.rank_reason,
             "notes": list(p.notes),
         }
         if p.llamacpp is not None:
@@ -74,14 +96,21 @@ def summary(spec: str) -> dict[str, Any]:
     }
 
 
-def render(spec: str) -> str:
-    return json.dumps(summary(spec), indent=2, ensure_ascii=False) + "\n"
+def render(spec: str, model: str = "qwen3-coder") -> str:
+    return json.dumps(summary(spec, model), indent=2, ensure_ascii=False) + "\n"
+
+
+def case_of(stem: str) -> tuple[str, str]:
+    """File stem → (model, spec)."""
+    model, name = stem.split("--", 1)
+    return model, SPECS[name]
 
 
 def main() -> int:
-    for name, spec in SPECS.items():
-        (HERE / f"qwen3-coder--{name}.json").write_text(render(spec), encoding="utf-8")
-        print(f"wrote qwen3-coder--{name}.json")
+    for model, name in CASES:
+        path = HERE / f"{model}--{name}.json"
+        path.write_text(render(SPECS[name], model), encoding="utf-8")
+        print(f"wrote {path.name}")
     return 0
 
 
