@@ -53,9 +53,24 @@ def _kv_dtype(engine: Engine, req: PlanRequest) -> str | None:
 def variant_layout(model: ModelInput, v: VariantInput, info: QuantInfo) -> WeightLayout:
     if v.layout is not None:
         return v.layout
-    return estimate_layout(
+    # Architectures are frozen but may hold lists (sources): keyed by identity, and the
+    # entry keeps its architecture alive so the id cannot be reused.
+    key = (id(model.arch), info, model.params_total, v.download_bytes)
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0] is model.arch:
+        return hit[1]
+    found = estimate_layout(
         model.arch, info, params_total=model.params_total, size_bytes=v.download_bytes
     )
+    if len(_LAYOUTS) > 512:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = (model.arch, found)
+    return found
+
+
+#: Estimated layouts by their inputs (the same variant is laid out for every engine,
+#: context tried and the download size; the replay of llama-quantize is the costly part).
+_LAYOUTS: dict[tuple[object, ...], tuple[object, WeightLayout]] = {}
 
 
 def download_size(model: ModelInput, v: VariantInput) -> int | None:
