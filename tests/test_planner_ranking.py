@@ -207,3 +207,14 @@ def test_capability_estimates_rank_at_their_lower_bound() -> None:
 def test_capability_without_any_scores_falls_back_to_parameters() -> None:
     caps = capabilities([_model("a", 1e9, None), _model("b", 1e10, None)])
     assert caps["b"].score > caps["a"].score and caps["a"].basis.endswith("total parameters")
+
+
+def test_recipes_show_gives_every_variant_a_size() -> None:
+    doc = json.loads(run("recipes", "show", "qwen3-coder-30b-a3b", "--json").stdout)
+    variants = doc[0]["variants"] if isinstance(doc, list) else doc["variants"]
+    assert all(v["total_size"] for v in variants)
+    known = {v["id"]: v for v in variants}
+    assert not known["qwen3-coder-30b-a3b:q4_k_m"].get("size_estimated")
+    assert known["qwen3-coder-30b-a3b:bf16"]["size_estimated"]
+    text = run("recipes", "show", "qwen3-coder-30b-a3b").stdout
+    assert "est." in text

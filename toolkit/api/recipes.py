@@ -56,9 +56,24 @@ def model_document(entry: ModelEntry) -> dict[str, Any]:
     if entry.architecture_from is not None:
         doc["architecture_from"] = entry.architecture_from
     body = m.model_dump(mode="json", exclude_none=True)
+    arch = m.architecture
+    if arch is None and m.same_architecture_as:
+        ref = catalog().models.get(m.same_architecture_as)
+        arch = ref.model.architecture if ref is not None else None
     for vdoc, v in zip(body.get("variants", []), m.variants, strict=True):
         vdoc["id"] = variant_id(m, v)
         vdoc["total_size"] = v.total_size()
+        if vdoc["total_size"] is None and arch is not None:
+            # From the architecture and the quant layout (`deploy plan` shows the same).
+            from toolkit.planner.inputs import ModelInput, VariantInput
+            from toolkit.planner.plan import download_size
+
+            est = download_size(
+                ModelInput(m.id, arch, m.context.native, m.params.total),
+                VariantInput(vdoc["id"], v.quant, v.format),
+            )
+            vdoc["total_size"] = est
+            vdoc["size_estimated"] = est is not None
     doc.update(body)
     if m.architecture is not None:
         doc["derived"] = {

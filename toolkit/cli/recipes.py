@@ -87,7 +87,10 @@ def show(name: str, as_json: bool) -> None:
         table.add_column("size", justify="right", no_wrap=True)
         for v in doc.get("variants", []):
             repo = v.get("repo") or f"pypi:{v['pypi']['package']}"
-            table.add_row(v["id"], v["format"], repo, format_bytes(v.get("total_size")))
+            size = format_bytes(v.get("total_size"))
+            if v.get("size_estimated"):
+                size = f"~{size} est."
+            table.add_row(v["id"], v["format"], repo, size)
         out.print(table)
 
 
