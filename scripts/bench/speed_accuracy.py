@@ -42,11 +42,11 @@ def load(data_dir: Path = DATA) -> tuple[list[speedfit.Measurement], list[str]]:
 
     specs = table()
 
-    def gpu_spec(name: str) -> tuple[float | None, float | None]:
+    def gpu_spec(name: str) -> tuple[float | None, float | None, float | None]:
         s = specs.get(name)
         if s is None:
-            return None, None
-        return s.bandwidth_bytes_s, s.fp16_flops or s.fp32_flops
+            return None, None, None
+        return s.bandwidth_bytes_s, s.fp16_flops or s.fp32_flops, s.int8_ops
 
     out: list[speedfit.Measurement] = []
     skipped: list[str] = []

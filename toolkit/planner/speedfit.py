@@ -37,6 +37,8 @@ PRIOR = 0.02
 #: not say (Qwen3-30B-A3B 0.55, gpt-oss-20b 0.66 from their configs).
 EXPERT_ACTIVE_SHARE = 0.6
 _CPU_HZ = 3.0e9
+#: Prefill rates measured on shorter prompts are not used (llama-bench uses 512).
+MIN_PREFILL_TOKENS = 128
 #: Coefficients kept at their starting values (not fitted).
 FIXED: frozenset[str] = frozenset()
 
@@ -67,10 +69,12 @@ def _weights_bytes(m: Mapping[str, Any]) -> float | None:
 
 
 def to_measurement(
-    m: Mapping[str, Any], gpu_spec: Callable[[str], tuple[float | None, float | None]]
+    m: Mapping[str, Any],
+    gpu_spec: Callable[[str], tuple[float | None, float | None, float | None]],
 ) -> Measurement | None:
     """A measurement dict → Measurement; None when a fact the model needs is missing.
-    `gpu_spec(id)` gives (bandwidth bytes/s, fp16 FLOP/s) from the spec table."""
+    `gpu_spec(id)` gives (bandwidth bytes/s, dense fp16 FLOP/s, dense int8 OP/s) from the
+    spec table."""
     if m.get("exclude"):
         return None
     model = m.get("model") or {}
@@ -93,6 +97,9 @@ def to_measurement(
         test = "pp"
     if value is None or test not in ("tg", "tg_total", "pp"):
         return None
+    if test == "pp" and 0 < int(m.get("n_tokens") or 512) < MIN_PREFILL_TOKENS:
+        # A prompt this short times the request's fixed costs, not prompt throughput.
+        return None
     placement = str(m.get("placement", "gpu"))
     engine = str(m.get("engine"))
     backend = str(m.get("backend"))
@@ -100,7 +107,8 @@ def to_measurement(
     tp = int(m.get("tp") or (n_gpus if placement == "tensor_parallel" else 1))
     bw = flops = None
     if hw.get("gpu"):
-        bw, flops = gpu_spec(str(hw["gpu"]))
+        bw, flops, int8 = gpu_spec(str(hw["gpu"]))
+        flops = prefill_rate(engine, backend, str(m.get("quant", "")), flops, int8)
         if bw is None:
             return None
     ram_bw = float(hw["ram_bw_gb_s"]) * 1e9 if hw.get("ram_bw_gb_s") else DEFAULT_RAM_BW
@@ -124,6 +132,13 @@ def to_measurement(
             Place("cpu", on_cpu, ram_bw, 1, on_cpu / active),
         ]
         handoff = min(k, layers)
+    elif placement == "partial_offload" and m.get("ngl") is not None:
+        on_gpu = min(1.0, int(m["ngl"]) / layers)
+        places = [
+            Place("gpu", active * on_gpu, bw, 1, on_gpu),
+            Place("cpu", active * (1 - on_gpu), ram_bw, 1, 1 - on_gpu),
+        ]
+        handoff = 1
     else:
         places = [Place("gpu", active, bw, tp if placement == "tensor_parallel" else 1, 1.0)]
     kernel = {
@@ -141,6 +156,9 @@ def to_measurement(
     kv_read = float(model.get("kv_bytes_per_token") or 0) * (
         depth + float(m.get("n_tokens") or 0) / 2
     )
+    # Split over tensor-parallel ranks like the weights, except an MLA latent cache, which
+    # every rank holds and reads whole (`kv_split_by_tp: false`).
+    kv_read *= 1 if model.get("kv_split_by_tp", True) else tp
     if test != "pp" and kv_read > 0:
         places = [
             replace(
@@ -198,6 +216,18 @@ def _graphs(m: Mapping[str, Any], engine: str, backend: str) -> bool:
     if engine == "llamacpp" and backend == "cuda" and m.get("date"):
         return str(m["date"]) >= LLAMACPP_GRAPHS_SINCE
     return True
+
+
+def prefill_rate(
+    engine: str, backend: str, quant: str, fp16: float | None, int8: float | None
+) -> float | None:
+    """The GPU rate prompt processing runs at: llama.cpp's CUDA backend multiplies
+    integer-quantized GGUF weights with int8 tensor-core MMA (its MMQ kernels), so those
+    run at the int8 rate when the table has one; everything else at dense fp16."""
+    q = quant.lower()
+    if engine == "llamacpp" and backend == "cuda" and int8 and q[:1] in ("q", "i", "u"):
+        return int8
+    return fp16
 
 
 def predict(meas: Measurement, params: Mapping[str, float]) -> float | None:

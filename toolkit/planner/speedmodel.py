@@ -69,6 +69,7 @@ DEFAULTS: dict[str, float] = {
     "pp_llamacpp_cuda": 0.35,
     "pp_llamacpp_metal": 0.5,
     "pp_llamacpp_rocm": 0.25,
+    "pp_llamacpp_vulkan": 0.25,
     "pp_vllm_cuda": 0.5,
     # vLLM batching: fraction of the GPU FLOP/s a decode step reaches
     "dec_flop_eff": 0.4,
