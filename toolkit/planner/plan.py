@@ -19,7 +19,7 @@ from toolkit.planner.kv import global_kv_bytes_per_token
 from toolkit.planner.placement import Evaluated
 from toolkit.planner.quant import QuantInfo, quant_info
 from toolkit.planner.speed import case_places, cpu_flops, estimate, slowest_part
-from toolkit.planner.speedmodel import SpeedCase
+from toolkit.planner.speedmodel import SpeedCase, prefill_rate
 from toolkit.planner.types import (
     CalibrationRecord,
     Engine,
@@ -219,7 +219,11 @@ def speed_case(
     handoff = e.n_cpu_moe if e.placement == "expert_offload" else 0
     if e.placement == "partial_offload":
         handoff = 1
-    per_gpu = used[0].fp16_flops if used else None
+    per_gpu = (
+        prefill_rate(engine, backend, v.quant, used[0].fp16_flops, used[0].int8_ops)
+        if used
+        else None
+    )
     read = sum(p.bytes_per_token for p in e.parts if p.bytes_per_token > 0)
     kernel = "fp4" if v.format in ("mxfp4", "nvfp4") else _VLLM_KERNEL.get(v.format, "bf16")
     expert_share = 0.0

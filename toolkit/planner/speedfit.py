@@ -25,6 +25,7 @@ from toolkit.planner.speedmodel import (
     Place,
     SpeedCase,
     decode_tok_s,
+    prefill_rate,
     prefill_tok_s,
 )
 
@@ -71,23 +72,23 @@ def _weights_bytes(m: Mapping[str, Any]) -> float | None:
 def to_measurement(
     m: Mapping[str, Any],
     gpu_spec: Callable[[str], tuple[float | None, float | None, float | None]],
-) -> Measurement | None:
-    """A measurement dict → Measurement; None when a fact the model needs is missing.
+) -> Measurement | str:
+    """A measurement dict → Measurement.
     `gpu_spec(id)` gives (bandwidth bytes/s, dense fp16 FLOP/s, dense int8 OP/s) from the
-    spec table."""
+    spec table. A string instead of a Measurement says why the row is not used."""
     if m.get("exclude"):
-        return None
+        return f"excluded: {m['exclude']}"
     model = m.get("model") or {}
     hw = m.get("hardware") or {}
     weights = _weights_bytes(m)
     params = model.get("params_b")
     if weights is None or not params:
-        return None
+        return "no model size (size_gib, or params_b and a known quant)"
     active_b = float(model.get("active_b") or params)
     active = weights * active_b / float(params)
     layers = int(model.get("layers") or 0)
     if layers <= 0:
-        return None
+        return "no layer count"
     value = m.get("value_tok_s")
     test = str(m.get("test"))
     if value is None and m.get("tpot_ms"):
@@ -96,10 +97,10 @@ def to_measurement(
         value = float(m["n_tokens"]) / (float(m["ttft_ms"]) / 1000.0)
         test = "pp"
     if value is None or test not in ("tg", "tg_total", "pp"):
-        return None
+        return "no tok/s figure"
     if test == "pp" and 0 < int(m.get("n_tokens") or 512) < MIN_PREFILL_TOKENS:
         # A prompt this short times the request's fixed costs, not prompt throughput.
-        return None
+        return f"prefill on a prompt under {MIN_PREFILL_TOKENS} tokens"
     placement = str(m.get("placement", "gpu"))
     engine = str(m.get("engine"))
     backend = str(m.get("backend"))
@@ -110,7 +111,7 @@ def to_measurement(
         bw, flops, int8 = gpu_spec(str(hw["gpu"]))
         flops = prefill_rate(engine, backend, str(m.get("quant", "")), flops, int8)
         if bw is None:
-            return None
+            return f"GPU {hw['gpu']} has no bandwidth in the spec table"
     ram_bw = float(hw["ram_bw_gb_s"]) * 1e9 if hw.get("ram_bw_gb_s") else DEFAULT_RAM_BW
     cores = int(hw.get("cores") or 0)
     cpu_flops = None
@@ -190,7 +191,7 @@ def to_measurement(
     if test == "tg" and case.concurrency == 1 and value > roofline(case):
         # Faster than reading the weights once at full bandwidth: not plain decode
         # (speculative decoding, a misread column); it would teach the fit nonsense.
-        return None
+        return "faster than the bandwidth roofline: not plain decode"
     return Measurement(str(m["id"]), str(m.get("source") or m.get("url")), test, value, case)
 
 
@@ -216,18 +217,6 @@ def _graphs(m: Mapping[str, Any], engine: str, backend: str) -> bool:
     if engine == "llamacpp" and backend == "cuda" and m.get("date"):
         return str(m["date"]) >= LLAMACPP_GRAPHS_SINCE
     return True
-
-
-def prefill_rate(
-    engine: str, backend: str, quant: str, fp16: float | None, int8: float | None
-) -> float | None:
-    """The GPU rate prompt processing runs at: llama.cpp's CUDA backend multiplies
-    integer-quantized GGUF weights with int8 tensor-core MMA (its MMQ kernels), so those
-    run at the int8 rate when the table has one; everything else at dense fp16."""
-    q = quant.lower()
-    if engine == "llamacpp" and backend == "cuda" and int8 and q[:1] in ("q", "i", "u"):
-        return int8
-    return fp16
 
 
 def predict(meas: Measurement, params: Mapping[str, float]) -> float | None:

@@ -222,6 +222,18 @@ def prefill_tok_s(case: SpeedCase, p: dict[str, float]) -> float | None:
     return 1.0 / seconds if seconds > 0 else None
 
 
+def prefill_rate(
+    engine: str, backend: str, quant: str, fp16: float | None, int8: float | None
+) -> float | None:
+    """The GPU rate prompt processing runs at: llama.cpp's CUDA backend multiplies
+    integer-quantized GGUF weights with int8 tensor-core MMA (its MMQ kernels), so those
+    run at the int8 rate when the table has one; everything else at dense fp16."""
+    q = quant.lower()
+    if engine == "llamacpp" and backend == "cuda" and int8 and q[:1] in ("q", "i", "u"):
+        return int8
+    return fp16
+
+
 @dataclass(frozen=True)
 class Fitted:
     """The stored fit: coefficients, and the spread of measured/estimated seen when each
