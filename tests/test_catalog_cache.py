@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import settings
+from toolkit import filecache, settings
 from toolkit.catalog import loader
 from toolkit.catalog.loader import load_catalog, parse_recipe
 from toolkit.errors import RecipeError
@@ -37,7 +37,7 @@ def user_dir(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A user recipe dir; files here are trusted to their timestamps at once (tests write
     and rewrite faster than the racy-timestamp guard would allow)."""
     monkeypatch.delenv(settings.DEPLOY_CACHE_DIR, raising=False)
-    monkeypatch.setattr(loader, "_RACY_S", 0.0)
+    monkeypatch.setattr(filecache, "RACY_S", 0.0)
     d = isolated_env / "my-recipes"
     d.mkdir(parents=True)
     return d
@@ -147,7 +147,7 @@ def test_an_unwritable_cache_dir_is_no_error(
 def test_recently_changed_files_are_not_trusted_to_their_timestamps(
     user_dir: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loader, "_RACY_S", 3600.0)
+    monkeypatch.setattr(filecache, "RACY_S", 3600.0)
     _write(user_dir / "mine.yaml", RECIPE.format(name="First"), mtime=None)
     load_catalog([user_dir])
     assert not _cache(isolated_env).exists()

@@ -12,11 +12,6 @@ Any problem with the cache (missing, stale, unreadable) means an ordinary load.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pickle
-import sys
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,12 +24,10 @@ if TYPE_CHECKING:
 
     from toolkit.catalog.schema import Model, RecipeFile, Unavailable
 
-#: Bump when the cached object graph changes shape in a way the key below would not see.
+#: Bump when the cached object graph changes shape in a way the key would not see (the
+#: key already covers every recipe file, loader.py, schema.py and the versions;
+#: toolkit/filecache.py).
 CACHE_FORMAT = 1
-#: A recipe file changed less than this many seconds before a load is not trusted to its
-#: timestamps (a second write in the same clock tick, same size, would look unchanged), so
-#: that load does not write the cache ("racily clean", as git calls it).
-_RACY_S = 2.0
 
 
 def shipped_recipes_dir() -> Path:
@@ -259,17 +252,26 @@ def load_catalog(user_dirs: Sequence[Path] = ()) -> Catalog:
     Served from the compiled cache when no recipe file (nor this code) changed since it
     was written; errors in recipes are never cached, so they are reported every time.
     """
+    from toolkit import filecache
+
     files = recipe_files([shipped_recipes_dir(), *reversed(user_dirs)])
-    key = _cache_key(files)
-    path = _cache_path() if key is not None else None
-    if path is not None and key is not None:
-        cached = _read_cache(path, key)
-        if cached is not None:
-            return cached
-    catalog = _load(files)
-    if path is not None and key is not None and not _racy(key):
-        _write_cache(path, key, catalog)
-    return catalog
+    here = Path(__file__).parent
+    # The code that builds the catalog and the schema of the objects pickled.
+    code = [here / "loader.py", here / "schema.py"]
+    return filecache.cached(
+        "catalog",
+        files,
+        code,
+        lambda: _load(files),
+        extra=(CACHE_FORMAT, _pydantic_version()),
+        valid=lambda obj: isinstance(obj, Catalog),
+    )
+
+
+def _pydantic_version() -> str:
+    from pydantic.version import VERSION
+
+    return VERSION
 
 
 def _load(files: Iterable[Path]) -> Catalog:
@@ -278,74 +280,3 @@ def _load(files: Iterable[Path]) -> Catalog:
         catalog.add(path, parse_recipe(path))
     catalog.link_architectures()
     return catalog
-
-
-#: (format, toolkit version, python, code stamps, per file: path, size, mtime, ctime, inode)
-CacheKey = tuple[Any, ...]
-
-
-def _stamp(path: Path) -> tuple[str, int, int, int, int]:
-    st = os.stat(path)
-    return (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-def _cache_key(files: Sequence[Path]) -> CacheKey | None:
-    """What the cached catalog was built from; None when a file cannot be stat'ed."""
-    from toolkit import __version__
-
-    here = Path(__file__).parent
-    try:
-        # The code that builds the catalog and the schema of the objects pickled.
-        code = tuple(_stamp(here / name) for name in ("loader.py", "schema.py"))
-        stamps = tuple(_stamp(p) for p in files)
-    except OSError:
-        return None
-    return (CACHE_FORMAT, __version__, sys.version_info[:3], code, stamps)
-
-
-def _racy(key: CacheKey) -> bool:
-    """A file touched in the last `_RACY_S` seconds might change again unseen."""
-    newest = max((max(s[2], s[3]) for s in (*key[3], *key[4])), default=0)
-    return newest >= time.time_ns() - int(_RACY_S * 1e9)
-
-
-def _cache_path() -> Path | None:
-    from toolkit import settings
-
-    try:
-        return settings.cache_dir() / "catalog.pickle"
-    except Exception:
-        return None
-
-
-def _read_cache(path: Path, key: CacheKey) -> Catalog | None:
-    """The cached catalog when `key` matches; None on any mismatch or error."""
-    try:
-        with open(path, "rb") as f:
-            if pickle.load(f) != key:
-                return None
-            pydantic_version, catalog = pickle.load(f)
-        from pydantic.version import VERSION
-
-        if pydantic_version != VERSION or not isinstance(catalog, Catalog):
-            return None
-        return catalog
-    except Exception:
-        return None
-
-
-def _write_cache(path: Path, key: CacheKey, catalog: Catalog) -> None:
-    """Key then catalog, written to a temporary file and renamed over (atomic); a cache
-    that cannot be written is no error."""
-    from pydantic.version import VERSION
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            pickle.dump(key, f, protocol=pickle.HIGHEST_PROTOCOL)
-            pickle.dump((VERSION, catalog), f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except Exception:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from toolkit.errors import UsageError
@@ -219,9 +220,21 @@ def parse_table(text: str) -> SpecTable:
 
 @lru_cache(maxsize=1)
 def table() -> SpecTable:
-    """The shipped table (loaded once per process)."""
-    text = resources.files("toolkit.hardware").joinpath("gpus.yaml").read_text("utf-8")
-    return parse_table(text)
+    """The shipped table (parsed once per process, and kept parsed between processes by
+    toolkit.filecache while gpus.yaml and this module are unchanged)."""
+    from toolkit import filecache
+
+    res = resources.files("toolkit.hardware").joinpath("gpus.yaml")
+    path = Path(str(res))
+
+    def build() -> SpecTable:
+        return parse_table(res.read_text("utf-8"))
+
+    if not path.is_file():  # inside a zip: no file to key on
+        return build()
+    return filecache.cached(
+        "gpus", [path], [Path(__file__)], build, valid=lambda t: isinstance(t, SpecTable)
+    )
 
 
 __all__ = ["FIELDS", "RATE_FIELDS", "GpuSpec", "SpecTable", "key", "parse_table", "table"]
