@@ -297,13 +297,17 @@ def test_llamacpp_and_vllm_cpu_plans_have_a_prefill_estimate() -> None:
     hw = _Hw(_Host("x86", 2, 4, ram, ram, cpu_flags=("avx2", "fma")), (), source="spec")
     plans = {p.engine: p for p in _make("smollm2-135m", hw=hw, calibration=[]).plans}
     assert set(plans) == {"llamacpp", "vllm"}
-    # 2 cores × 32 FLOP/cycle (AVX2+FMA) × 3.0 GHz at 50%, over 2 × active params per token
+    # 2 cores × 32 FLOP/cycle (AVX2+FMA) × 3.0 GHz at the fitted CPU prefill efficiency,
+    # over 2 × active params per token
+    from toolkit.planner.speedmodel import fitted
+
     peak = 2 * 32 * 3.0e9
+    eff = fitted().params["cpu_flop_eff"]
     for p in plans.values():
         assert p.speed.prefill_tok_s is not None and p.speed.prefill_tok_s > 0
         assert "2 cores × 32 FLOP/cycle" in p.speed.basis and "3.0 GHz assumed" in p.speed.basis
     params = plans["vllm"].weights_bytes / 4  # float32 weights
-    assert plans["vllm"].speed.prefill_tok_s == pytest.approx(peak * 0.5 / (2 * params), rel=0.01)
+    assert plans["vllm"].speed.prefill_tok_s == pytest.approx(peak * eff / (2 * params), rel=0.01)
     # all on an H100 (989 TFLOPS in the spec table): the GPU's compute alone
     h100 = _make("smollm2-135m:q4_1", hw="1xh100,ram=64G", calibration=[]).plans[0]
     assert h100.placement == "gpu" and h100.speed.prefill_tok_s is not None
