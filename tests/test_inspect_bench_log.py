@@ -7,25 +7,14 @@ vendor tree): `"%s: %12s model buffer size = %8.2f MiB"` and the like.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchscripts import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "planner_accuracy", ROOT / "scripts" / "bench" / "planner_accuracy.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["planner_accuracy"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("planner_accuracy")
 
 
 def _line(fn: str, width: int, dev: str, what: str, mib: float) -> str:

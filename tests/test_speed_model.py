@@ -6,16 +6,15 @@ not here; these tests keep the data honest and the shipped coefficients reproduc
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.benchscripts import load_bench
 from toolkit.api.plan import make_plans
 from toolkit.planner import speedfit
 from toolkit.planner.speedmodel import DEFAULTS, Place, SpeedCase, decode_tok_s, fitted
@@ -26,14 +25,7 @@ DATA = ROOT / "tests" / "data" / "speed"
 
 
 def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "speed_accuracy", ROOT / "scripts" / "bench" / "speed_accuracy.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["speed_accuracy"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("speed_accuracy")
 
 
 def _rows() -> list[dict[str, Any]]:

@@ -42,6 +42,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import cpu_model
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
@@ -66,16 +70,6 @@ def tool_version(cmd: list[str]) -> str | None:
         return None
     text = (out.stdout or out.stderr).strip().splitlines()
     return text[-1] if text else None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:

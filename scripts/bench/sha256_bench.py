@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import cpu_model  # noqa: E402
 
 from toolkit.store.hashing import BUFFER, sha256_file  # noqa: E402
 
@@ -50,16 +53,6 @@ def time_deploy(path: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
     digest = sha256_file(path)
     return time.perf_counter() - t0, digest
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

@@ -28,7 +28,6 @@ from toolkit.planner.types import (
     PlanRequest,
     PlanResult,
     Rejection,
-    SpeedEstimate,
     VllmSettings,
 )
 from toolkit.planner.weights import estimate_layout, vllm_padded
@@ -119,7 +118,15 @@ def _plan(
     notes = [*notes, *e.notes]
     if not hw.host.ram_known:
         notes.append(placement.RAM_UNKNOWN_NOTE)
-    speed = _speed(model, v, info, layout, engine, e, hw, conc)
+    ram_assumed = hw.host.ram_bandwidth_bytes_s is None and any(
+        p.where.startswith("cpu") and p.bytes_per_token > 0 for p in e.parts
+    )
+    speed = estimate(
+        speed_case(model, v, info, layout, engine, e, hw, conc),
+        slowest=slowest_part(e.parts),
+        ram_assumed=ram_assumed,
+        cpu_why=cpu_flops(hw.host)[1],
+    )
     llama = vllm = None
     devices = tuple(d.id for d in e.devices if d.total_bytes > 0)
     if engine == "llamacpp":
@@ -251,25 +258,6 @@ def speed_case(
         experts=arch.moe.experts if arch.moe else 0,
         experts_per_token=arch.moe.experts_per_token if arch.moe else 0,
         expert_share=expert_share,
-    )
-
-
-def _speed(
-    model: ModelInput,
-    v: VariantInput,
-    info: QuantInfo,
-    layout: WeightLayout,
-    engine: Engine,
-    e: Evaluated,
-    hw: Hardware,
-    conc: int,
-) -> SpeedEstimate:
-    case = speed_case(model, v, info, layout, engine, e, hw, conc)
-    ram_assumed = hw.host.ram_bandwidth_bytes_s is None and any(
-        p.where.startswith("cpu") and p.bytes_per_token > 0 for p in e.parts
-    )
-    return estimate(
-        case, slowest=slowest_part(e.parts), ram_assumed=ram_assumed, cpu_why=cpu_flops(hw.host)[1]
     )
 
 
