@@ -140,14 +140,14 @@ def _placement(p: Plan) -> str:
     return s
 
 
-def speed_text(p: Plan) -> str:
+def speed_text(p: Plan, unit: str = " tok/s") -> str:
     """`~120 tok/s (95–150)`, `120 tok/s measured`, or `? tok/s`."""
     s = p.speed
     if s.decode_tok_s is None:
-        return "? tok/s"
+        return f"?{unit}"
     if s.measured:
-        return f"{s.decode_tok_s:.0f} tok/s measured"
-    text = f"~{_n(s.decode_tok_s)} tok/s"
+        return f"{s.decode_tok_s:.0f}{unit} measured"
+    text = f"~{_n(s.decode_tok_s)}{unit}"
     if s.decode_low is not None and s.decode_high is not None:
         text += f" ({_n(s.decode_low)}–{_n(s.decode_high)})"
     return text
@@ -186,7 +186,7 @@ def _table(result: PlanResult) -> None:
             _placement(p),
             f"{p.ctx:,} ({(p.max_ctx or 0):,})",
             _memory(p),
-            speed_text(p).removesuffix(" tok/s"),
+            speed_text(p, unit=""),
             download_text(p),
         )
     console().print(table)

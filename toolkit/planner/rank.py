@@ -229,7 +229,9 @@ def reason(a: Plan, ka: Keys, b: Plan, kb: Keys, prefer: str) -> str:
 
 
 def _cap(p: Plan) -> str:
-    return "?" if p.capability is None else f"{p.capability:g}"
+    if p.capability is None:
+        return "?"
+    return f"{p.capability:g}" + (" est." if "estimated" in p.capability_basis else "")
 
 
 def rank(
