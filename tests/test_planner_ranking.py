@@ -77,10 +77,19 @@ def test_coder_recipes_raise_the_context_floor() -> None:
 
 
 def test_a_bigger_model_is_offered_at_a_shorter_context_before_it_is_rejected() -> None:
-    res = make_plans("qwen3-235b-a22b:ud-q4_k_xl", hw="m3-max:128G", calibration=[])
+    # Qwen3-32B AWQ on vLLM: 32K of KV does not fit a 24 GB card next to the weights.
+    res = make_plans("qwen3-32b:awq", hw="1xrtx4090,ram=32G", calibration=[])
     plan = res.plans[0]
-    assert plan.ctx_lowered_from == 32768 and plan.ctx < 32768
+    assert plan.engine == "vllm" and plan.ctx_lowered_from == 32768 and plan.ctx < 32768
+    assert plan.ctx >= 8192  # never below the floor
     assert any(n.startswith(f"ctx lowered to {plan.ctx:,}") for n in plan.notes)
+    assert not any(r.variant_id == "qwen3-32b:awq" for r in res.rejections)
+
+
+def test_unified_memory_is_counted_once_in_the_closest_option() -> None:
+    res = make_plans("qwen3-235b-a22b", hw="m3-max:128G", calibration=[])
+    assert not res.plans and res.closest is not None
+    assert res.closest.have_bytes is not None and res.closest.have_bytes < 128 * 1024**3
 
 
 # --- explanations, sizes, --task ----------------------------------------------------------

@@ -67,7 +67,16 @@ class Evaluated:
 
 
 def ram_capacity(hw: Hardware) -> int:
-    return max(0, hw.host.ram_available_bytes - RAM_RESERVE)
+    """RAM a plan may use: what is available less a reserve. A Mac described by a spec
+    string states its total, and macOS keeps a share of it for itself (the same reserve
+    `toolkit.hardware.apple` leaves when it suggests raising the GPU's wired-memory cap);
+    a detected machine's available RAM already excludes what the OS uses."""
+    reserve = RAM_RESERVE
+    if hw.source != "detected" and any(g.vendor == "apple" for g in hw.gpus):
+        from toolkit.hardware.apple import OS_RESERVE_BYTES
+
+        reserve = max(reserve, min(OS_RESERVE_BYTES, hw.host.ram_total_bytes // 4))
+    return max(0, hw.host.ram_available_bytes - reserve)
 
 
 def ram_bandwidth(hw: Hardware) -> tuple[float, bool]:
@@ -328,6 +337,8 @@ def llamacpp(
         )
     needs = sum(d.needed_bytes for d in devices)
     have = sum(d.capacity_bytes for d in devices if d.id != "cpu" or hw.host.ram_known)
+    if unified:
+        have = caps[0]  # one pool, counted once
     shortfall = sum(max(0, d.needed_bytes - d.capacity_bytes) for d in devices)
     if not gpus:
         placement = "cpu"
