@@ -219,6 +219,8 @@ def vllm_search(
     for tp in (req.tp,) if req.tp else (1, 2, 4, 8, 16):
         if tp is not None and tp <= count and not tp_ok(model, v, tp)[0]:
             why.append(tp_ok(model, v, tp)[2])
+    conc = max(1, req.concurrency)
+    fitting: Evaluated | None = None
     for tp, pp in layouts:
         if pp > 1 and pp > model.arch.layers:
             continue
@@ -232,14 +234,25 @@ def vllm_search(
             ep=ep,
             util=util,
             ctx=ctx,
-            concurrency=max(1, req.concurrency),
+            concurrency=conc,
             kv_dtype=kv_dtype,
             batched_tokens=req.max_num_batched_tokens,
             kv_read_ctx=ctx // 2,
         )
-        if e.fits:
-            return e
-        tried.append(e)
+        if not e.fits:
+            tried.append(e)
+            continue
+        # The fewest GPUs that fit, unless more of them buy context: when the KV pool
+        # cannot hold the model's native context per stream, a wider layout that holds
+        # more is taken (it is faster too); without a TP request only.
+        if fitting is None:
+            fitting = e
+        elif (e.kv_tokens or 0) > (fitting.kv_tokens or 0):
+            fitting = e
+        if req.tp is not None or (fitting.kv_tokens or 0) // conc >= model.native_ctx:
+            break
+    if fitting is not None:
+        return fitting
     if not tried:
         return "; ".join(why) or "no usable tensor-parallel size"
     return min(tried, key=lambda e: e.shortfall)
