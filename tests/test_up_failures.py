@@ -153,3 +153,28 @@ def test_two_deploys_at_once_same_name(llama_server: Any, smollm2_gguf: Path) ->
     rows = json.loads(run("ps", "--json").stdout)
     assert [(r["name"], r["state"]) for r in rows] == [("race", "ready")]
     assert run("stop", "race").exit_code == 0
+
+
+@pytest.mark.parametrize("content", ["", "\n", "short\n", "two words-but-long-enough\n"])
+def test_an_unusable_key_file_is_refused_not_served_open(
+    llama_server: Any, smollm2_gguf: Path, content: str
+) -> None:
+    """An empty key file would start a server that answers anyone: exit 6, nothing runs,
+    and the file is left as it was (a new key is made only when the user removes it)."""
+    from toolkit import keys
+
+    path = keys.key_path("smol")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(content)
+    path.chmod(0o600)
+    res = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--name", "smol")
+    assert res.exit_code == 6, res.stderr
+    assert "would not be private" in res.stderr and f"rm {path}" in res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 2  # the error and its hint
+    assert json.loads(run("ps", "--json").stdout) == []
+    assert path.read_text() == content
+    path.unlink()
+    ok = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--name", "smol")
+    assert ok.exit_code == 0, ok.stderr
+    assert len(keys.read_key(path)) >= keys.MIN_KEY_CHARS
+    assert run("stop", "smol").exit_code == 0

@@ -17,6 +17,9 @@ from toolkit.errors import IntegrityError, NotFound
 
 #: Prefix that makes a deploy key recognisable in a config file or a leak scanner.
 KEY_PREFIX = "sk-deploy-"
+#: Shortest key deploy starts a server with. An empty key file would mean no
+#: authentication at all (llama-server and vLLM treat an empty key as "no key").
+MIN_KEY_CHARS = 16
 REDACTED = "<redacted>"
 
 
@@ -58,6 +61,7 @@ def ensure_key(name: str) -> Path:
     path = key_path(name)
     if path.exists():
         check_mode(path)
+        check_strength(path, path.read_text())
         return path
     write_key(path, new_key())
     return path
@@ -75,7 +79,21 @@ def read_key(path: Path) -> str:
     if not path.exists():
         raise NotFound(f"no API key at {path}", hint="start the run again: deploy up MODEL")
     check_mode(path)
-    return path.read_text().strip()
+    text = path.read_text()
+    check_strength(path, text)
+    return text.strip()
+
+
+def check_strength(path: Path, text: str) -> None:
+    """Refuse an empty, short or multi-line key: the server would be open, or the key
+    would not be the one the engine reads. Never regenerated behind the user's back."""
+    key = text.strip()
+    if len(key) < MIN_KEY_CHARS or any(c.isspace() for c in key):
+        what = "empty" if not key else f"not a usable key ({len(key)} characters)"
+        raise IntegrityError(
+            f"API key file {path} is {what}: a server started with it would not be private",
+            hint=f"remove it and deploy makes a new one: rm {path}",
+        )
 
 
 def check_mode(path: Path) -> None:
