@@ -62,6 +62,22 @@ def _bad_global_layer(d: Data) -> None:
     }
 
 
+def _host_flag(d: Data) -> None:
+    d["models"][0]["serving"]["llamacpp"]["flags"]["--host"] = "0.0.0.0"
+
+
+def _key_flag(d: Data) -> None:
+    d["models"][0]["serving"]["vllm"]["flags"]["--api_key=letmein"] = True
+
+
+def _variant_model_flag(d: Data) -> None:
+    d["models"][0]["variants"][0]["flags"] = {"llamacpp": {"-m": "/tmp/other.gguf"}}
+
+
+def _offline_env(d: Data) -> None:
+    d["models"][0]["serving"]["vllm"]["env"] = {"HF_HUB_OFFLINE": "0"}
+
+
 CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     # (case, break it, key path, words the problem must contain)
     ("negative size", _negative_size, "models[1].variants[3].size", "greater than 0"),
@@ -72,6 +88,11 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     ("unknown key", _unknown_key, "models[0].context.nativ", "did you mean 'native'"),
     ("duplicate variant", _duplicate_variant, "models[0]", "two variants with quant 'q4_k_m'"),
     ("layer out of range", _bad_global_layer, "models[2].architecture", "beyond layers (48)"),
+    # Recipes may not change what deploy owns: listen address, key, weights, offline mode.
+    ("host flag", _host_flag, "models[0].serving.llamacpp", "flag '--host' is set by deploy"),
+    ("key flag", _key_flag, "models[0].serving.vllm", "'--api_key=letmein' is set by deploy"),
+    ("model flag", _variant_model_flag, "models[0].variants[0]", "flag '-m' is set by deploy"),
+    ("offline env", _offline_env, "models[0].serving.vllm", "'HF_HUB_OFFLINE' is set by deploy"),
 ]
 
 

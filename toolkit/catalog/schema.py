@@ -42,6 +42,94 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+#: Flags deploy itself sets for every server and no recipe may change: where it listens,
+#: who may use it (key, TLS), which weights it loads, whether it reaches the network.
+#: Compared after normalising (`--api_key=x` is `--api-key`). Both engines' spellings.
+DEPLOY_OWNED_FLAGS = frozenset(
+    {
+        "--host",
+        "--port",
+        "--uds",
+        "--api-key",
+        "--api-key-file",
+        "--ssl-keyfile",
+        "--ssl-certfile",
+        "--ssl-key-file",
+        "--ssl-cert-file",
+        "--ssl-ca-certs",
+        "--ssl-cert-reqs",
+        "--model",
+        "-m",
+        "--model-url",
+        "-mu",
+        "--hf-repo",
+        "-hf",
+        "-hfr",
+        "--hf-file",
+        "-hff",
+        "--hf-token",
+        "-hft",
+        "--download-dir",
+        "--offline",
+        "--allowed-origins",
+        "--allow-credentials",
+        "--disable-log-requests",
+    }
+)
+#: Environment variables deploy sets (offline mode, telemetry, keys, hub endpoints).
+DEPLOY_OWNED_ENV = frozenset(
+    {
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "VLLM_API_KEY",
+        "VLLM_NO_USAGE_STATS",
+        "VLLM_HOST_IP",
+        "VLLM_PORT",
+        "DO_NOT_TRACK",
+        "LLAMA_API_KEY",
+        "LLAMA_ARG_HOST",
+        "LLAMA_ARG_PORT",
+        "LLAMA_ARG_API_KEY",
+        "LLAMA_ARG_API_KEY_FILE",
+        "LLAMA_ARG_MODEL",
+        "LLAMA_ARG_SSL_KEY_FILE",
+        "LLAMA_ARG_SSL_CERT_FILE",
+        "CUDA_VISIBLE_DEVICES",
+    }
+)
+
+
+def owned_flag(flag: str) -> bool:
+    """True for a flag deploy sets itself (after normalising spelling and `=value`)."""
+    f = str(flag).strip().split("=", 1)[0].lower()
+    if f.startswith("--"):
+        f = "--" + f[2:].replace("_", "-")
+    return f in DEPLOY_OWNED_FLAGS
+
+
+def _check_owned(flags: dict[str, Any], env: dict[str, str]) -> None:
+    bad = [f for f in flags if owned_flag(f)]
+    if bad:
+        raise ValueError(
+            f"flag {bad[0]!r} is set by deploy (listen address, key, TLS, model, network), "
+            "never by a recipe: remove it"
+        )
+    bad_env = [
+        k for k in env if k.upper() in DEPLOY_OWNED_ENV or k.upper().startswith("LLAMA_ARG_")
+    ]
+    if bad_env:
+        raise ValueError(
+            f"environment variable {bad_env[0]!r} is set by deploy (offline mode, telemetry, "
+            "keys, devices), never by a recipe: remove it"
+        )
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
@@ -246,6 +334,10 @@ class Variant(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Variant:
+        for engine_flags in self.flags.values():
+            _check_owned(engine_flags, {})
+        for engine_env in self.env.values():
+            _check_owned({}, engine_env)
         if (self.repo is None) == (self.pypi is None):
             raise ValueError("give exactly one of repo or pypi")
         if self.repo is not None and self.repo.count("/") != 1:
@@ -278,6 +370,11 @@ class EngineServing(_Frozen):
     min_version: str | None = None
     note: str | None = None
     source: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _owned(self) -> EngineServing:
+        _check_owned(self.flags, self.env)
+        return self
 
 
 class Serving(_Frozen):
