@@ -245,9 +245,7 @@ def vllm_search(
         # The fewest GPUs that fit, unless more of them buy context: when the KV pool
         # cannot hold the model's native context per stream, a wider layout that holds
         # more is taken (it is faster too); without a TP request only.
-        if fitting is None:
-            fitting = e
-        elif (e.kv_tokens or 0) > (fitting.kv_tokens or 0):
+        if fitting is None or (e.kv_tokens or 0) > (fitting.kv_tokens or 0):
             fitting = e
         if req.tp is not None or (fitting.kv_tokens or 0) // conc >= model.native_ctx:
             break
