@@ -178,3 +178,27 @@ def test_an_unusable_key_file_is_refused_not_served_open(
     assert ok.exit_code == 0, ok.stderr
     assert len(keys.read_key(path)) >= keys.MIN_KEY_CHARS
     assert run("stop", "smol").exit_code == 0
+
+
+def test_a_relative_llama_server_path_is_not_looked_up_on_path(
+    llama_server: Any, smollm2_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--llama-server llama-server` means ./llama-server: an impostor of the same name
+    earlier on PATH never runs."""
+    impostor_dir = tmp_path / "bin"
+    impostor_dir.mkdir()
+    marker = tmp_path / "impostor-ran"
+    impostor = impostor_dir / "llama-server"
+    impostor.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    impostor.chmod(0o755)
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "llama-server").symlink_to(_binary(llama_server))
+    monkeypatch.setenv("PATH", f"{impostor_dir}:{os.environ['PATH']}")
+    monkeypatch.chdir(here)
+    res = run(
+        "up", str(smollm2_gguf), "--ctx", "512", "--dry-run", "--llama-server", "llama-server"
+    )
+    assert res.exit_code == 0, res.stderr
+    assert not marker.exists()
+    assert str(here / "llama-server") in res.stdout

@@ -254,6 +254,9 @@ def list_engines() -> list[InstalledEngine]:
 
 
 def _from_path(engine: EngineName, path: Path) -> InstalledEngine:
+    # A path the user typed is a path, never a name to look up on PATH: `llama-server`
+    # means ./llama-server, so a same-named program earlier on PATH cannot stand in.
+    path = Path(os.path.abspath(path.expanduser()))
     if not path.exists():
         raise EngineError(f"{path} does not exist", hint=INSTALL_HINT[engine])
     if engine == "llamacpp":
