@@ -202,3 +202,23 @@ def test_a_relative_llama_server_path_is_not_looked_up_on_path(
     assert res.exit_code == 0, res.stderr
     assert not marker.exists()
     assert str(here / "llama-server") in res.stdout
+
+
+def test_a_file_verify_found_changed_is_not_served(llama_server: Any) -> None:
+    """`deploy verify` marked the Q4_1 GGUF MISMATCH: `deploy up` refuses (exit 6, naming
+    the file and how to fetch it again); --force serves it with a warning."""
+    pulled = run("pull", "smollm2-135m:q4_1", "--json")
+    assert pulled.exit_code == 0, pulled.stderr
+    (path,) = (Path(p) for p in json.loads(pulled.stdout)["paths"])
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one byte of tensor data: the file still loads, its hash differs
+    path.write_bytes(bytes(data))
+    assert run("verify", "smollm2-135m:q4_1").exit_code == 6
+    res = _up(llama_server, "smollm2-135m:q4_1", "--ctx", "512", "--name", "changed")
+    assert res.exit_code == 6, res.stderr
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in res.stderr and "deploy rm" in res.stderr
+    assert json.loads(run("ps", "--json").stdout) == []
+    forced = _up(llama_server, "smollm2-135m:q4_1", "--ctx", "512", "--name", "changed", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert "--force: serving smollm2-135m:q4_1 although" in forced.stderr
+    assert run("stop", "changed").exit_code == 0

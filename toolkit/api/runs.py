@@ -20,6 +20,7 @@ from toolkit.errors import (
     DeployError,
     DoesNotFit,
     EngineError,
+    IntegrityError,
     NotFound,
     UsageError,
 )
@@ -144,6 +145,21 @@ def make_plan(model: str, opts: UpOptions) -> tuple[Plan, list[str]]:
         return candidate, notes
     model_files(best)  # raises NotFound with the store's hint for the best plan
     raise NotFound(f"no files for {best.variant_id}", hint=f"deploy pull {best.variant_id}")
+
+
+def verify_failure(plan: Plan) -> str | None:
+    """What the store's last `deploy verify` found wrong with the plan's files, if it
+    found anything (a recipe variant recorded in the store)."""
+    if plan.model_path:
+        return None
+    from toolkit.store import records as store_records
+
+    rec = store_records.load(plan.variant_id)
+    if rec is None or rec.verified_ok is not False:
+        return None
+    files = ", ".join(rec.mismatches) or "a file"
+    when = f" at {rec.verified_at}" if rec.verified_at else ""
+    return f"deploy verify{when} found {files} not matching its recorded sha256 or size"
 
 
 def model_files(plan: Plan) -> Path:
@@ -273,6 +289,15 @@ def up(
         say(w)
     tls = _tls(opts)
     path = model_files(plan)
+    mismatch = verify_failure(plan)
+    if mismatch and not opts.force:
+        raise IntegrityError(
+            f"{plan.variant_id}: {mismatch}; deploy will not serve it",
+            hint=f"fetch it again: deploy rm {plan.variant_id} && deploy pull "
+            f"{plan.variant_id}   (or start anyway with --force)",
+        )
+    if mismatch:
+        say(f"--force: serving {plan.variant_id} although {mismatch}")
     installed = find_installed(plan, opts)
     name = records.check_name(opts.name or default_name(plan))
     rdir = records.run_dir(name)
