@@ -304,3 +304,24 @@ def test_import_refuses_when_the_disk_is_too_small(
         assert [p for p in mnt.rglob("*") if p.is_file()] == []
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_bundle_output_never_replaces_the_store_or_a_non_file(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """-o pointing at the model's own file, into the store, at a device or a link: refused
+    (exit 2), and the model is still whole."""
+    assert run("pull", "storetest-tiny:q4_1", "-q").exit_code == 0
+    r = resolve(catalog(), "storetest-tiny:q4_1")
+    assert r.variant is not None
+    (model,) = locate(r.entry, r.variant)
+    before = hashlib.sha256(model.read_bytes()).hexdigest()
+    link = tmp_path / "link.tar"
+    link.symlink_to(tmp_path / "elsewhere.tar")
+    for target in (model, model.parent / "new.tar", Path("/dev/null"), link):
+        res = run("bundle", "storetest-tiny:q4_1", "-o", str(target))
+        assert res.exit_code == 2, (target, res.stderr)
+        assert len(res.stderr.strip().splitlines()) <= 2
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == before == SMOL_SHA256
+    assert not (model.parent / "new.tar").exists() and not (tmp_path / "elsewhere.tar").exists()
+    assert Path("/dev/null").exists() and not Path("/dev/null").is_file()

@@ -224,14 +224,42 @@ def _tarinfo(name: str, size: int, mode: int) -> tarfile.TarInfo:
     return info
 
 
+def _check_output(output: Path) -> None:
+    """The bundle is written beside its target and renamed over it, so what is at the
+    target is replaced: only ever a regular file, and never inside the model store."""
+    from toolkit import settings
+
+    if output.is_symlink() or (output.exists() and not output.is_file()):
+        raise UsageError(
+            f"-o {output} exists and is not a regular file; deploy will not replace it",
+            hint="deploy bundle MODEL -o FILE.tar (a new path)",
+        )
+    target = output.resolve()
+    for root in (settings.store_dir(), settings.hf_hub_cache()):
+        r = root.resolve()
+        if target == r or r in target.parents:
+            raise UsageError(
+                f"-o {output} is inside the model store ({root})",
+                hint="deploy bundle MODEL -o ~/MODEL.tar",
+            )
+
+
 def make_bundle(
     pairs: list[tuple[Model, Variant]], output: Path, opts: BundleOptions
 ) -> dict[str, Any]:
     if output.exists() and output.is_dir():
         raise UsageError(f"{output} is a directory", hint="deploy bundle MODEL -o FILE.tar")
+    _check_output(output)
     plan = _Plan()
     for model, variant in pairs:
         _model_part(plan, model, variant)
+    target = output.resolve()
+    for m in plan.members:
+        if m.source.resolve() == target:
+            raise UsageError(
+                f"-o {output} is a file the bundle is made from ({m.arcname})",
+                hint="deploy bundle MODEL -o ~/MODEL.tar",
+            )
     engine = _engine_part(plan) if opts.with_engine else None
     doc_plan: Any = None
     if opts.plan is not None:
