@@ -44,6 +44,9 @@ models:
       - quant: bf16
         format: bf16
         repo: test-org/Tiny-ST
+      - quant: q4_0
+        format: gguf
+        repo: test-org/Tiny-Q4-GGUF
 """
 
 #: A safetensors repo: what a bf16 pull must take, and what it must leave.

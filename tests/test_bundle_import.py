@@ -25,7 +25,10 @@ from toolkit.store import locate
 CONTENT = b"GGUF\x03\x00\x00\x00 a tiny stand-in for model bytes"
 SHA = hashlib.sha256(CONTENT).hexdigest()
 REV = "ab" * 20
-ARC = "models/storetest-tiny%3Aq4_1/" + SMOL_NAME
+#: The variant the hand-made bundles carry: its recipe pins no files (the q4_1 variant
+#: pins SmolLM's real sha256, which a stand-in could not match).
+NAME = "Tiny-Q4_0.gguf"
+ARC = "models/storetest-tiny%3Aq4_0/" + NAME
 
 
 def manifest(**changes: Any) -> dict[str, Any]:
@@ -35,12 +38,12 @@ def manifest(**changes: Any) -> dict[str, Any]:
         "files": [{"path": ARC, "size": len(CONTENT), "sha256": SHA, "mode": 0o644}],
         "models": [
             {
-                "variant_id": "storetest-tiny:q4_1",
+                "variant_id": "storetest-tiny:q4_0",
                 "model_id": "storetest-tiny",
                 "source": "hf",
-                "repo": "test-org/Tiny-GGUF",
+                "repo": "test-org/Tiny-Q4-GGUF",
                 "revision": REV,
-                "files": [{"name": SMOL_NAME, "path": ARC, "size": len(CONTENT), "sha256": SHA}],
+                "files": [{"name": NAME, "path": ARC, "size": len(CONTENT), "sha256": SHA}],
             }
         ],
     }
@@ -81,7 +84,7 @@ def test_a_well_formed_small_bundle_imports(tmp_path: Path, test_recipe: Path) -
     bundle = write_tar(tmp_path / "ok.tar", [member(ARC, CONTENT)])
     res = run("import", str(bundle))
     assert res.exit_code == 0, res.stderr
-    r = resolve(catalog(), "storetest-tiny:q4_1")
+    r = resolve(catalog(), "storetest-tiny:q4_0")
     assert r.variant is not None
     (path,) = locate(r.entry, r.variant)
     assert path.read_bytes() == CONTENT
@@ -325,3 +328,58 @@ def test_bundle_output_never_replaces_the_store_or_a_non_file(
     assert hashlib.sha256(model.read_bytes()).hexdigest() == before == SMOL_SHA256
     assert not (model.parent / "new.tar").exists() and not (tmp_path / "elsewhere.tar").exists()
     assert Path("/dev/null").exists() and not Path("/dev/null").is_file()
+
+
+def test_a_blob_named_for_other_content_is_refused(tmp_path: Path, test_recipe: Path) -> None:
+    """The manifest names the blob of a file already in the cache (its sha256) but carries
+    other bytes: refused, and the existing blob still holds what its name says."""
+    first = write_tar(tmp_path / "first.tar", [member(ARC, CONTENT)])
+    assert run("import", str(first)).exit_code == 0
+    blob = settings.hf_hub_cache() / "models--test-org--Tiny-Q4-GGUF" / "blobs" / SHA
+    assert blob.read_bytes() == CONTENT
+    other = b"GGUF other bytes of the same length!!!!!"[: len(CONTENT)].ljust(len(CONTENT), b"!")
+    doc = manifest(
+        files=[{"path": ARC, "size": len(other), "sha256": hashlib.sha256(other).hexdigest()}]
+    )
+    doc["models"][0]["files"][0].update(
+        sha256=hashlib.sha256(other).hexdigest(), size=len(other), blob=SHA
+    )
+    before = state()
+    res = run("import", str(write_tar(tmp_path / "lie.tar", [member(ARC, other)], doc)))
+    assert res.exit_code == 6 and "not its content's sha256" in res.stderr
+    assert blob.read_bytes() == CONTENT and state() == before
+
+
+def test_a_file_the_recipe_pins_differently_is_refused(tmp_path: Path, test_recipe: Path) -> None:
+    """A bundle filing other bytes (here 40 bytes) under storetest-tiny:q4_1, whose recipe
+    pins SmolLM's size and sha256: refused before anything is written."""
+    arc = "models/storetest-tiny%3Aq4_1/" + SMOL_NAME
+    doc = manifest(files=[{"path": arc, "size": len(CONTENT), "sha256": SHA, "mode": 0o644}])
+    doc["models"][0].update(variant_id="storetest-tiny:q4_1", repo="test-org/Tiny-GGUF")
+    doc["models"][0]["files"] = [
+        {"name": SMOL_NAME, "path": arc, "size": len(CONTENT), "sha256": SHA}
+    ]
+    before = state()
+    res = run("import", str(write_tar(tmp_path / "label.tar", [member(arc, CONTENT)], doc)))
+    assert res.exit_code == 6, res.stderr
+    assert "is not the file the storetest-tiny:q4_1 recipe pins" in res.stderr
+    assert SMOL_SHA256[:12] in res.stderr and state() == before
+
+
+def test_replacing_a_stored_variant_needs_replace(tmp_path: Path, test_recipe: Path) -> None:
+    assert run("import", str(write_tar(tmp_path / "a.tar", [member(ARC, CONTENT)]))).exit_code == 0
+    other = CONTENT.replace(b"tiny", b"TINY")
+    sha = hashlib.sha256(other).hexdigest()
+    doc = manifest(files=[{"path": ARC, "size": len(other), "sha256": sha, "mode": 0o644}])
+    doc["models"][0]["files"][0].update(sha256=sha, size=len(other))
+    b = write_tar(tmp_path / "b.tar", [member(ARC, other)], doc)
+    res = run("import", str(b))
+    assert res.exit_code == 7 and "--replace" in res.stderr
+    r = resolve(catalog(), "storetest-tiny:q4_0")
+    assert r.variant is not None
+    (path,) = locate(r.entry, r.variant)
+    assert path.read_bytes() == CONTENT
+    res = run("import", str(b), "--replace")
+    assert res.exit_code == 0, res.stderr
+    assert "replaced" in res.stdout and path.read_bytes() == other
+    assert run("verify", "storetest-tiny:q4_0").exit_code == 0

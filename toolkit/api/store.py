@@ -105,7 +105,26 @@ def bundle(
     return make_bundle(pairs, output, opts)
 
 
-def import_bundle(path: Path) -> dict[str, Any]:
+def import_bundle(path: Path, *, replace: bool = False) -> dict[str, Any]:
+    """Import a bundle; its files must match what the local recipes pin for each variant,
+    and a variant already stored with other files is replaced only with `replace`."""
     from toolkit.store.importer import import_bundle as do_import
 
-    return do_import(path)
+    return do_import(path, pinned=_pinned_files, replace_existing=replace)
+
+
+def _pinned_files(variant_id: str) -> dict[str, tuple[int | None, str | None]] | None:
+    from toolkit.api.recipes import catalog
+    from toolkit.catalog import resolve
+    from toolkit.errors import DeployError
+
+    try:
+        resolved = resolve(catalog(), variant_id)
+    except DeployError:
+        return None
+    v = resolved.variant
+    if v is None or not v.files:
+        return None
+    pins = {f.name.rsplit("/", 1)[-1]: (f.size, f.sha256) for f in v.files}
+    pins.update({f.name: (f.size, f.sha256) for f in v.files})
+    return pins

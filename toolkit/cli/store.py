@@ -147,10 +147,15 @@ def bundle(
 
 @click.command("import")
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Replace a variant that is already in the store with other files.",
+)
 @json_option
-def import_(file: Path, as_json: bool) -> None:
+def import_(file: Path, replace: bool, as_json: bool) -> None:
     """Import a bundle: every file's sha256 is checked before anything enters the store."""
-    doc = api.import_bundle(file)
+    doc = api.import_bundle(file, replace=replace)
     if as_json:
         emit_json(doc)
         return

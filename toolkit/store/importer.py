@@ -20,13 +20,14 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from toolkit import settings
 from toolkit.catalog.schema import PypiSource
-from toolkit.errors import IntegrityError
+from toolkit.errors import Conflict, IntegrityError
 from toolkit.store import cache, records
 from toolkit.store.manifest import MANIFEST, MAX_MANIFEST, FileEntry, check_manifest
 from toolkit.store.pull import check_disk, now
@@ -181,6 +182,69 @@ class _Placer:
                 backup.unlink()
 
 
+#: variant id → {file name: (size, sha256)} the local recipe pins, or None when the variant
+#: is not in the catalog (or pins nothing).
+Pinned = Callable[[str], dict[str, tuple[int | None, str | None]] | None]
+
+
+def _check_models(staged: _Staged, pinned: Pinned | None, replace_existing: bool) -> list[str]:
+    """Before anything moves: every blob's name is its content's hash, no existing file
+    is replaced by other content, each file matches what the local recipe pins for that
+    variant, and a variant already in the store is replaced only on request. Returns the
+    notes for what --replace replaced."""
+    from toolkit.store.hashing import git_blob_sha1, sha256_file
+
+    notes: list[str] = []
+    for m in staged.manifest.get("models", []):
+        vid = m["variant_id"]
+        pins = pinned(vid) if pinned is not None else None
+        for f in m["files"]:
+            src = staged.files[f["path"]]
+            if pins and f["name"] in pins:
+                size, sha = pins[f["name"]]
+                if (size is not None and size != f["size"]) or (
+                    sha is not None and sha != f["sha256"]
+                ):
+                    raise _refuse(
+                        f"{f['name']} is not the file the {vid} recipe pins "
+                        f"(size {size}, sha256 {str(sha)[:12]}…; the bundle has size "
+                        f"{f['size']}, sha256 {f['sha256'][:12]}…)"
+                    )
+            if m["source"] != "hf":
+                dest = cache.pypi_dir(PypiSource(**m["pypi"])) / f["name"]
+                if dest.is_file() and sha256_file(dest) != f["sha256"] and not replace_existing:
+                    raise _exists(vid, dest)
+                continue
+            name = f.get("blob", f["sha256"])
+            if len(name) == 64 and name != f["sha256"]:
+                raise _refuse(f"blob {name[:12]}… of {f['name']} is not its content's sha256")
+            if len(name) == 40 and git_blob_sha1(src) != name:
+                raise _refuse(f"blob {name[:12]}… of {f['name']} is not its content's git hash")
+            blob = cache.repo_folder(m["repo"]) / "blobs" / name
+            if blob.is_file() and sha256_file(blob) != f["sha256"]:
+                # A blob's name says what it holds; one that holds something else already
+                # is damage to report, not to paper over.
+                raise _refuse(f"the store's blob {blob} holds other content than its name")
+        old = records.load(vid)
+        if old is not None:
+            same = {(x.name, x.sha256) for x in old.files} == {
+                (f["name"], f["sha256"]) for f in m["files"]
+            }
+            if not same and not replace_existing:
+                raise _exists(vid, None)
+            if not same:
+                notes.append(f"{vid}: replaced the files that were in the store (--replace)")
+    return notes
+
+
+def _exists(vid: str, path: Path | None) -> Conflict:
+    where = f" ({path})" if path is not None else ""
+    return Conflict(
+        f"{vid} is already in the store with other files{where}; nothing was imported",
+        hint="deploy import FILE --replace   (after checking which copy is right: deploy verify)",
+    )
+
+
 def _install_models(staged: _Staged, placer: _Placer) -> list[records.Record]:
     out: list[records.Record] = []
     for m in staged.manifest.get("models", []):
@@ -189,7 +253,8 @@ def _install_models(staged: _Staged, placer: _Placer) -> list[records.Record]:
             src = staged.files[f["path"]]
             if m["source"] == "hf":
                 blob = cache.repo_folder(m["repo"]) / "blobs" / f.get("blob", f["sha256"])
-                placer.place(src, blob)
+                if not blob.is_file():  # an existing blob was checked to hold this content
+                    placer.place(src, blob)
                 placer.link(m["repo"], m["revision"], f["name"], blob)
             else:
                 dest = cache.pypi_dir(PypiSource(**m["pypi"])) / f["name"]
@@ -262,16 +327,20 @@ def _save_plan(staged: _Staged, bundle: Path) -> str | None:
     return f"plan: {dest} (run it: deploy up --plan {dest})"
 
 
-def import_bundle(path: Path) -> dict[str, Any]:
+def import_bundle(
+    path: Path, *, pinned: Pinned | None = None, replace_existing: bool = False
+) -> dict[str, Any]:
     root = settings.hf_hub_cache()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".deploy-import-", dir=root))
     placer = _Placer()
     try:
         staged = _stage(path, staging)
+        replaced = _check_models(staged, pinned, replace_existing)
         try:
             recs = _install_models(staged, placer)
-            notes = [_install_engine(staged, placer), _install_wheels(staged, placer)]
+            notes: list[str | None] = [*replaced]
+            notes += [_install_engine(staged, placer), _install_wheels(staged, placer)]
             for rec in recs:
                 records.save(rec)
             notes.append(_save_plan(staged, path))
