@@ -222,3 +222,19 @@ def test_a_file_verify_found_changed_is_not_served(llama_server: Any) -> None:
     assert forced.exit_code == 0, forced.stderr
     assert "--force: serving smollm2-135m:q4_1 although" in forced.stderr
     assert run("stop", "changed").exit_code == 0
+
+
+def test_rm_refuses_a_model_a_run_is_serving(llama_server: Any) -> None:
+    pulled = run("pull", "smollm2-135m:q4_1", "--json")
+    assert pulled.exit_code == 0, pulled.stderr
+    (path,) = (Path(p) for p in json.loads(pulled.stdout)["paths"])
+    up = _up(llama_server, "smollm2-135m:q4_1", "--ctx", "512", "--name", "served")
+    assert up.exit_code == 0, up.stderr
+    try:
+        res = run("rm", "smollm2-135m:q4_1")
+        assert res.exit_code == 7 and "served by run 'served'" in res.stderr
+        assert "deploy stop served" in res.stderr and path.is_file()
+    finally:
+        assert run("stop", "served").exit_code == 0
+    assert run("rm", "smollm2-135m:q4_1").exit_code == 0
+    assert not path.exists()

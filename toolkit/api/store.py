@@ -9,7 +9,7 @@ from typing import Any
 from toolkit.api.recipes import catalog
 from toolkit.catalog import Model, Variant, resolve, variant_id
 from toolkit.catalog.resolve import Resolved
-from toolkit.errors import IntegrityError, NotFound, UsageError
+from toolkit.errors import Conflict, IntegrityError, NotFound, UsageError
 from toolkit.store import records
 
 
@@ -62,11 +62,24 @@ def verify(names: list[str] | None = None) -> list[dict[str, Any]]:
     return [asdict(c) for c in do_verify(_variant_ids(names) if names else None)]
 
 
-def remove(name: str) -> dict[str, Any]:
+def remove(name: str, *, force: bool = False) -> dict[str, Any]:
+    """Delete a variant's files; refused (Conflict) while a run serves them, unless force."""
+    from toolkit.runs import process, records
     from toolkit.store.inventory import remove as do_remove
 
     (vid,) = _variant_ids([name])
-    return {"variant": vid, "freed": do_remove(vid)}
+    serving = [
+        r.name
+        for r in records.all_records()
+        if r.variant_id == vid and r.pid is not None and process.alive(r.pid, r.create_time)
+    ]
+    if serving and not force:
+        raise Conflict(
+            f"{vid} is being served by run {serving[0]!r}; removing its files would pull "
+            "them from under the server",
+            hint=f"deploy stop {serving[0]}, then deploy rm {name}   (or deploy rm {name} --force)",
+        )
+    return {"variant": vid, "freed": do_remove(vid), "was_serving": serving}
 
 
 def mismatches(checks: list[dict[str, Any]]) -> IntegrityError | None:

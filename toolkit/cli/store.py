@@ -70,10 +70,11 @@ def models(as_json: bool) -> None:
 
 @click.command()
 @click.argument("model")
+@click.option("--force", is_flag=True, help="Remove even while a run is serving the files.")
 @json_option
-def rm(model: str, as_json: bool) -> None:
+def rm(model: str, force: bool, as_json: bool) -> None:
     """Remove a model variant's files from the store."""
-    doc = api.remove(model)
+    doc = api.remove(model, force=force)
     if as_json:
         emit_json(doc)
     else:
