@@ -202,3 +202,19 @@ def test_entries_need_a_source() -> None:
     text = "sources: {}\ngpus:\n  a: {full_name: A, vendor: nvidia, memory: 1GiB}\n"
     with pytest.raises(ValueError, match="needs a source"):
         parse_table(text)
+
+
+@pytest.mark.parametrize("spec", ["1000000xh100", "99999999999999999999xh100", "65xh100",
+                                  "8xh100,8xa100,50xl4"])  # fmt: skip
+def test_gpu_counts_are_bounded_at_parse_time(spec: str) -> None:
+    import time
+
+    from toolkit.errors import UsageError
+    from toolkit.hardware.specstring import MAX_GPUS, parse_spec
+
+    t0 = time.monotonic()
+    with pytest.raises(UsageError) as info:
+        parse_spec(spec)
+    assert time.monotonic() - t0 < 5.0  # refused before anything is built per GPU
+    assert f"at most {MAX_GPUS}" in info.value.message
+    assert len(parse_spec(f"{MAX_GPUS}xh100").gpus) == MAX_GPUS

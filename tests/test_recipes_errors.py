@@ -62,6 +62,10 @@ def _bad_global_layer(d: Data) -> None:
     }
 
 
+def _huge_layers(d: Data) -> None:
+    d["models"][0]["architecture"]["layers"] = 100_000_000_000
+
+
 def _host_flag(d: Data) -> None:
     d["models"][0]["serving"]["llamacpp"]["flags"]["--host"] = "0.0.0.0"
 
@@ -88,6 +92,7 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     ("unknown key", _unknown_key, "models[0].context.nativ", "did you mean 'native'"),
     ("duplicate variant", _duplicate_variant, "models[0]", "two variants with quant 'q4_k_m'"),
     ("layer out of range", _bad_global_layer, "models[2].architecture", "beyond layers (48)"),
+    ("huge layers", _huge_layers, "models[0].architecture.layers", "less than or equal to 10000"),
     # Recipes may not change what deploy owns: listen address, key, weights, offline mode.
     ("host flag", _host_flag, "models[0].serving.llamacpp", "flag '--host' is set by deploy"),
     ("key flag", _key_flag, "models[0].serving.vllm", "'--api_key=letmein' is set by deploy"),

@@ -35,6 +35,11 @@ FORMATS: tuple[str, ...] = (
 EngineName = Literal["llamacpp", "vllm"]
 
 PositiveInt = Annotated[int, Field(gt=0)]
+#: Bounds on architecture facts, far above any real model, so a typo (layers: 100000000000)
+#: is a clear error instead of a plan that allocates per layer until memory runs out.
+Layers = Annotated[int, Field(gt=0, le=10_000)]
+Width = Annotated[int, Field(gt=0, le=1 << 20)]
+Vocab = Annotated[int, Field(gt=0, le=1 << 24)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -142,9 +147,9 @@ class Sourced(_Frozen):
 
 
 class Moe(_Frozen):
-    experts: PositiveInt
-    experts_per_token: PositiveInt
-    expert_intermediate_size: PositiveInt
+    experts: Width
+    experts_per_token: Width
+    expert_intermediate_size: Width
     shared_experts: NonNegInt = 0
     #: Size of the shared expert FFN; defaults to expert_intermediate_size × shared_experts.
     shared_expert_intermediate_size: PositiveInt | None = None
@@ -209,14 +214,15 @@ class LocalAttention(_Frozen):
 
 
 class Params(_Frozen):
-    total: PositiveFloat
+    #: At most 1e14 (100 trillion): anything larger is a typo, not a model.
+    total: Annotated[float, Field(gt=0, le=1e14)]
     active: PositiveFloat | None = None
     source: str | None = None
 
 
 class Context(_Frozen):
-    native: PositiveInt
-    extended: PositiveInt | None = None
+    native: Annotated[int, Field(gt=0, le=1 << 27)]
+    extended: Annotated[int, Field(gt=0, le=1 << 27)] | None = None
     note: str | None = None
     source: str | None = None
 
@@ -225,14 +231,14 @@ class Architecture(_Frozen):
     """What the memory math needs. Names follow HF config.json meanings."""
 
     model_type: str
-    layers: PositiveInt
-    hidden_size: PositiveInt
-    heads: PositiveInt
-    kv_heads: PositiveInt
-    head_dim: PositiveInt
-    vocab_size: PositiveInt
+    layers: Layers
+    hidden_size: Width
+    heads: Width
+    kv_heads: Width
+    head_dim: Width
+    vocab_size: Vocab
     tied_embeddings: bool = False
-    intermediate_size: PositiveInt | None = None
+    intermediate_size: Width | None = None
     moe: Moe | None = None
     mla: Mla | None = None
     local_attention: LocalAttention | None = None

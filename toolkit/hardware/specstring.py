@@ -45,6 +45,11 @@ def apple_default_working_set(ram_bytes: int) -> int:
     return int(ram_bytes * fraction)
 
 
+#: The most GPUs one machine (one spec string) may have: planning walks every GPU, and
+#: no single server holds more (multi-node clusters are described another way).
+MAX_GPUS = 64
+
+
 def _bad(token: str, problem: str) -> UsageError:
     return UsageError(
         f"bad hardware spec item {token!r}: {problem}",
@@ -105,6 +110,8 @@ def _parse_items(spec: str) -> _Parsed:
             text = match.group("count")
             if not re.fullmatch(r"[+-]?\d+", text):
                 raise _bad(token, f"GPU count must be a whole number, not {text!r}")
+            if len(text.lstrip("+-")) > 6:
+                raise _bad(token, f"GPU count {text} is not a machine (at most {MAX_GPUS})")
             count = int(text)
             if count <= 0:
                 raise _bad(token, f"GPU count must be greater than zero, not {count}")
@@ -127,6 +134,13 @@ def _parse_items(spec: str) -> _Parsed:
                 f"bad hardware spec item {token!r}: {exc.message}", hint=exc.hint
             ) from None
         parsed.gpus.append((count, gspec, mem, token))
+    total = sum(c for c, *_ in parsed.gpus)
+    if total > MAX_GPUS:
+        raise UsageError(
+            f"bad hardware spec {spec!r}: {total} GPUs in one machine; deploy plans one "
+            f"machine of at most {MAX_GPUS} GPUs",
+            hint="describe one node, e.g. 8xh100,ram=2T",
+        )
     return parsed
 
 
