@@ -238,9 +238,11 @@ def test_stop_leaves_no_process(
     assert run("logs", "brief", "-n", "5").exit_code == 0  # the log outlives the run
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_foreground_ctrl_c_stops_the_server(
-    llama_server: Any, smollm2_gguf: Path, isolated_env: Path
+    llama_server: Any, smollm2_gguf: Path, isolated_env: Path, sig: str
 ) -> None:
+    """Ctrl-C (SIGINT) and a service manager's SIGTERM both stop the engine."""
     import os
     import signal
     import subprocess
@@ -265,7 +267,7 @@ def test_foreground_ctrl_c_stops_the_server(
     )
     (row,) = json.loads(run("ps", "--json").stdout)
     assert row["state"] == "ready"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
     assert "fg: terminated" in err
     assert pids_in_group(row["pid"]) == []

@@ -100,6 +100,15 @@ def up(model: str | None, foreground: bool, as_json: bool, **kw: object) -> None
 
 
 def _foreground(name: str) -> None:
+    import signal
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # leave the log loop; `finally` stops the engine
+
+    # A service manager stops a unit with SIGTERM (systemd, launchd, docker); a closed
+    # terminal sends SIGHUP. Both stop the engine as Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     click.echo(f"\n--- {name}: log follows; Ctrl-C stops the server ---", err=True)
     try:
         for line in api.logs(name, lines=0, follow=True):
