@@ -54,6 +54,8 @@ class UpOptions:
     """Everything `deploy up` takes besides the model (flag > env > default)."""
 
     plan_file: Path | None = None
+    #: 1-based index into a `deploy plan --json` answer holding several plans.
+    plan_index: int | None = None
     engine: str | None = None
     variant: str | None = None
     ctx: int | None = None
@@ -90,7 +92,12 @@ class UpResult:
 # ---------------------------------------------------------------- plan and model files
 
 
-def load_plan_file(path: Path) -> Plan:
+def load_plan_file(
+    path: Path, index: int | None = None, say: Callable[[str], None] | None = None
+) -> Plan:
+    """One plan from a plan file: a single Plan document, or plan #index (1-based) of a
+    whole `deploy plan --json` answer — #1 by default, and then said aloud when there are
+    several. Every value is checked before it can reach an engine."""
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
@@ -100,12 +107,76 @@ def load_plan_file(path: Path) -> Plan:
             f"{path} is not JSON: {exc}", hint="deploy plan MODEL --json > plan.json"
         ) from exc
     if isinstance(data, dict) and "plans" in data:  # a whole `deploy plan --json` answer
-        if not data["plans"]:
+        plans = data["plans"]
+        if not isinstance(plans, list) or not plans:
             raise DoesNotFit(f"{path} holds no viable plan", hint="deploy plan MODEL --all")
-        data = data["plans"][0]
+        i = index or 1
+        if i > len(plans):
+            raise UsageError(
+                f"{path} holds {len(plans)} plans, not {i}",
+                hint=f"--plan-index 1..{len(plans)}",
+            )
+        data = plans[i - 1]
+        if len(plans) > 1 and index is None and say is not None and isinstance(data, dict):
+            say(
+                f"running plan #1 of {len(plans)} in {path} ({data.get('variant_id')}); "
+                "another: --plan-index N"
+            )
+    elif index not in (None, 1):
+        raise UsageError(f"{path} holds one plan; --plan-index {index} does not exist")
     if not isinstance(data, dict):
         raise UsageError(f"{path} is not a plan document")
-    return Plan.from_dict(data)
+    try:
+        plan = Plan.from_dict(data)
+    except DeployError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(
+            f"{path} is not a valid plan ({type(exc).__name__}: {exc})",
+            hint="make a new plan: deploy plan MODEL --json > plan.json",
+        ) from None
+    problem = plan_value_problem(plan)
+    if problem:
+        raise UsageError(f"{path}: {problem}", hint="make a new plan: deploy plan MODEL --json")
+    return plan
+
+
+def plan_value_problem(plan: Plan) -> str | None:
+    """The first value in a plan (from a file someone could have edited) that no engine
+    should be started with, or None."""
+
+    def whole(value: object, lo: int, hi: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+    ranges: list[tuple[str, object, int, int]] = [
+        ("ctx", plan.ctx, 1, 1 << 24),
+        ("concurrency", plan.concurrency, 1, 4096),
+    ]
+    if plan.llamacpp is not None:
+        s = plan.llamacpp
+        ranges += [
+            ("llamacpp.n_gpu_layers", s.n_gpu_layers, 0, 100_000),
+            ("llamacpp.n_cpu_moe", s.n_cpu_moe, 0, 100_000),
+            ("llamacpp.ubatch", s.ubatch, 1, 1 << 16),
+            ("llamacpp.slots", s.slots, 1, 4096),
+            ("llamacpp.threads", 1 if s.threads is None else s.threads, 1, 4096),
+        ]
+    if plan.vllm is not None:
+        ranges += [
+            ("vllm.tensor_parallel", plan.vllm.tensor_parallel, 1, 64),
+            ("vllm.pipeline_parallel", plan.vllm.pipeline_parallel, 1, 64),
+        ]
+        util = plan.vllm.gpu_memory_utilization
+        if not isinstance(util, (int, float)) or not 0 < util <= 1:
+            return f"vllm.gpu_memory_utilization {util!r} is not in (0, 1]"
+    if plan.engine not in ("llamacpp", "vllm"):
+        return f"engine {plan.engine!r} is not llamacpp or vllm"
+    if not isinstance(plan.variant_id, str) or not 0 < len(plan.variant_id) <= 200:
+        return "variant_id is not a short string"
+    for name, value, lo, hi in ranges:
+        if not whole(value, lo, hi):
+            return f"{name} {value!r} is not a whole number in {lo}..{hi}"
+    return None
 
 
 def make_plan(model: str, opts: UpOptions) -> tuple[Plan, list[str]]:
@@ -263,7 +334,14 @@ def up(
     """Start a server for `model` (or opts.plan_file) and return once the model answers."""
     say = notify or (lambda _msg: None)
     if opts.plan_file is not None:
-        plan = load_plan_file(opts.plan_file)
+        if model is not None:
+            raise UsageError(
+                f"give MODEL or --plan FILE, not both ({model!r} and {opts.plan_file})",
+                hint=f"deploy up --plan {opts.plan_file}",
+            )
+        plan = load_plan_file(opts.plan_file, opts.plan_index, say)
+    elif opts.plan_index is not None:
+        raise UsageError("--plan-index needs --plan FILE", hint="deploy up --plan plan.json")
     elif model is None:
         raise UsageError("give a MODEL or --plan FILE", hint="deploy up smollm2-135m")
     else:

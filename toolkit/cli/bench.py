@@ -7,7 +7,7 @@ from dataclasses import asdict
 import click
 
 from toolkit.api import bench as api
-from toolkit.cli.output import console, emit_json, json_option
+from toolkit.cli.output import AMOUNT, console, emit_json, json_option
 from toolkit.cost import CostReport
 from toolkit.errors import UsageError
 from toolkit.units import format_bytes
@@ -251,17 +251,17 @@ def _break_even_line(report: CostReport) -> str:
 @click.command()
 @click.argument("model")
 @click.option("--hw", help="Hardware spec or profile file (default: this machine).")
-@click.option("--gpu-hour-usd", type=float, help="Rental price per GPU-hour.")
-@click.option("--power-w", type=float, help="Power draw of the machine under load, watts.")
-@click.option("--kwh-usd", type=float, help="Electricity price per kWh.")
-@click.option("--capex-usd", type=float, help="Purchase price, amortised over --months.")
-@click.option("--months", type=float, help="Months to amortise --capex-usd over.")
+@click.option("--gpu-hour-usd", type=AMOUNT, help="Rental price per GPU-hour.")
+@click.option("--power-w", type=AMOUNT, help="Power draw of the machine under load, watts.")
+@click.option("--kwh-usd", type=AMOUNT, help="Electricity price per kWh.")
+@click.option("--capex-usd", type=AMOUNT, help="Purchase price, amortised over --months.")
+@click.option("--months", type=AMOUNT, help="Months to amortise --capex-usd over.")
 @click.option("--vs", "vs", metavar="PRICE_ID", help="Compare with this price-table entry.")
 @click.option(
     "--mix", default="3:1", show_default=True, help="Input:output tokens of your traffic."
 )
-@click.option("--decode-tok-s", type=float, help="Use this aggregate output speed (tok/s).")
-@click.option("--prefill-tok-s", type=float, help="Use this prompt speed (tok/s).")
+@click.option("--decode-tok-s", type=AMOUNT, help="Use this aggregate output speed (tok/s).")
+@click.option("--prefill-tok-s", type=AMOUNT, help="Use this prompt speed (tok/s).")
 @click.option("--gpus", type=int, help="GPUs billed by --gpu-hour-usd (default: the plan's).")
 @click.option(
     "--concurrency",

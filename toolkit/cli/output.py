@@ -23,3 +23,26 @@ def console(*, stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+class _Amount(click.ParamType):  # type: ignore[type-arg]
+    """A finite number ≥ 0 (prices, watts, speeds): `nan`, `inf` and negatives are usage
+    errors, not figures to print."""
+
+    name = "number"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} must be a finite number ≥ 0", param, ctx)
+        return number
+
+
+AMOUNT = _Amount()

@@ -24,16 +24,23 @@ def _warn(message: str) -> None:
 @click.argument("model", required=False)
 @click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="Run this plan file.")
 @click.option(
+    "--plan-index",
+    type=click.IntRange(1, 10_000),
+    help="Which plan of a `deploy plan --json` answer to run (default: #1, said aloud).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["llamacpp", "llamacpp-python", "vllm"]),
     help="Engine (llamacpp-python: the llama-cpp-python fallback server).",
 )
 @click.option("--variant", help="Variant id or quant (e.g. q4_k_m).")
-@click.option("--ctx", type=int, help="Context per sequence.")
-@click.option("--concurrency", type=int, help="Parallel sequences (llama.cpp slots).")
+@click.option("--ctx", type=click.IntRange(1, 1 << 24), help="Context per sequence.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 4096), help="Parallel sequences (llama.cpp slots)."
+)
 @click.option("--name", help="Run name (default: the variant id).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=int, help="Port (default: a free one).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port, 1-65535 (default: a free one).")
 @click.option("--force", is_flag=True, help="Start even if the plan does not fit free memory.")
 @click.option("--online", is_flag=True, help="Let the engine reach the hub (default: offline).")
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="TLS certificate (PEM).")

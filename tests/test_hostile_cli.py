@@ -1,0 +1,90 @@
+"""Hostile but fair command lines and plan files: a one-line error naming the fix, the
+documented exit code, no traceback, and nothing started or written.
+
+(`catch_exceptions=False` in tests.clihelp.run: an unexpected exception fails the test
+instead of becoming exit 1.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clihelp import run
+from toolkit.api.plan import make_plans
+
+
+def _plan_doc() -> dict[str, Any]:
+    doc = make_plans("smollm2-135m", hw="cpu,ram=24G,cores=2", calibration=[]).to_dict()
+    assert len(doc["plans"]) == 2
+    return doc
+
+
+def _one_line(stderr: str) -> None:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert 1 <= len(lines) <= 2, stderr  # the error, and its hint
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0", "http"])
+def test_up_port_out_of_range(port: str) -> None:
+    res = run("up", "smollm2-135m:q4_1", "--port", port, "--dry-run")
+    assert res.exit_code == 2 and "--port" in res.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-3", "lots"])
+def test_cost_figures_must_be_finite(value: str) -> None:
+    res = run("cost", "smollm2-135m", "--hw", "cpu,ram=24G", "--gpu-hour-usd", value)
+    assert res.exit_code == 2 and "--gpu-hour-usd" in res.stderr
+
+
+def test_model_and_plan_file_together(tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(_plan_doc()))
+    res = run("up", "qwen3-coder", "--plan", str(path), "--dry-run")
+    assert res.exit_code == 2 and "not both" in res.stderr
+    _one_line(res.stderr)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda p: p.update(ctx=-5), "ctx -5"),
+        (lambda p: p.update(ctx="big"), "ctx 'big'"),
+        (lambda p: p.update(concurrency=0), "concurrency 0"),
+        (lambda p: p.update(engine="sglang"), "engine 'sglang'"),
+        (lambda p: p["llamacpp"].update(ubatch=10**9), "llamacpp.ubatch"),
+        (lambda p: p["llamacpp"].update(threads=-2), "llamacpp.threads"),
+        (lambda p: p.pop("memory"), "not a valid plan"),
+        (lambda p: p.update(speed=[1, 2]), "not a valid plan"),
+        (lambda p: p["llamacpp"].update(bogus=1), "not a valid plan"),
+        (lambda p: p.update(variant_id="x" * 500), "variant_id"),
+    ],
+)
+def test_plan_file_values_are_checked(tmp_path: Path, mutate: Any, words: str) -> None:
+    plan = _plan_doc()["plans"][0]
+    mutate(plan)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    res = run("up", "--plan", str(path), "--dry-run")
+    assert res.exit_code == 2, res.stderr
+    assert words in res.stderr
+    _one_line(res.stderr)
+
+
+def test_a_plan_answer_with_several_plans_says_which_it_runs(tmp_path: Path) -> None:
+    doc = _plan_doc()
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(doc))
+    first = run("up", "--plan", str(path), "--dry-run")
+    # (4: the model is not pulled in this test's store; the choice is said before that)
+    assert first.exit_code in (0, 4), first.stderr
+    assert "running plan #1 of 2" in first.stderr and "--plan-index" in first.stderr
+    assert doc["plans"][0]["variant_id"] in first.stderr
+    beyond = run("up", "--plan", str(path), "--plan-index", "3", "--dry-run")
+    assert beyond.exit_code == 2 and "holds 2 plans" in beyond.stderr
+    alone = run("up", "smollm2-135m", "--plan-index", "2", "--dry-run")
+    assert alone.exit_code == 2 and "--plan-index needs --plan" in alone.stderr
