@@ -238,3 +238,26 @@ def test_rm_refuses_a_model_a_run_is_serving(llama_server: Any) -> None:
         assert run("stop", "served").exit_code == 0
     assert run("rm", "smollm2-135m:q4_1").exit_code == 0
     assert not path.exists()
+
+
+def test_a_damaged_run_record_still_shows_and_stops(llama_server: Any, smollm2_gguf: Path) -> None:
+    """record.json overwritten with junk while the server runs: `ps` lists the run as
+    unreadable with the server's pid, `up --name` refuses (7), `stop` ends the server."""
+    from toolkit.runs import records
+
+    up = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--name", "smol")
+    assert up.exit_code == 0, up.stderr
+    (row,) = json.loads(run("ps", "--json").stdout)
+    pid = row["pid"]
+    (records.run_dir("smol") / records.RECORD_FILE).write_text("{not json")
+    try:
+        (row,) = json.loads(run("ps", "--json").stdout)
+        assert row["state"] == "unreadable" and row["pid"] == pid
+        again = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--name", "smol")
+        assert again.exit_code == 7, again.stderr
+        assert "deploy stop smol" in again.stderr
+    finally:
+        res = run("stop", "smol")
+    assert res.exit_code == 0, res.stderr
+    assert pids_in_group(pid) == []
+    assert json.loads(run("ps", "--json").stdout) == []

@@ -552,6 +552,8 @@ class RunStatus:
 def status(record: RunRecord) -> RunStatus:
     live = process.alive(record.pid, record.create_time)
     state: State = record.state if live and record.state != "dead" else "dead"
+    if record.state == "unreadable":
+        state = "unreadable"
     return RunStatus(
         name=record.name,
         model=record.model,
@@ -563,7 +565,7 @@ def status(record: RunRecord) -> RunStatus:
         state=state,
         uptime_s=time.time() - record.started_at if live else None,
         rss_bytes=process.group_rss(record.pgid) if live else None,
-        error=record.error if state == "dead" else None,
+        error=record.error if state in ("dead", "unreadable") else None,
     )
 
 
@@ -606,7 +608,9 @@ def stop(name: str | None, *, all_runs: bool = False) -> list[Stopped]:
         outcome = process.stop_group(rec.pgid, rec.pid)
         with records.lock():
             current = records.find(rec.name)
-            if current is not None and current.pid == rec.pid:
+            if current is not None and current.state == "unreadable":
+                records.remove(current)  # a damaged record has nothing left to protect
+            elif current is not None and current.pid == rec.pid:
                 remove_scratch(current)
                 records.remove(current)
         out.append(Stopped(rec.name, outcome))

@@ -30,7 +30,7 @@ RECORD_SCHEMA = 1
 RECORD_FILE = "record.json"
 LOG_FILE = "server.log"
 
-State = Literal["starting", "ready", "dead"]
+State = Literal["starting", "ready", "dead", "unreadable"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
 
@@ -142,7 +142,74 @@ def find(name: str) -> RunRecord | None:
     path = run_dir(name) / RECORD_FILE
     if not path.exists():
         return None
-    return RunRecord.from_dict(json.loads(path.read_text()))
+    return _read(path)
+
+
+def _read(path: Path) -> RunRecord:
+    """The record at path; a damaged one (edited, truncated, not ours) comes back as a
+    stand-in in state "unreadable", with the server process it still names if one is
+    alive, so `ps` shows it and `stop` can end it."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        return RunRecord.from_dict(data)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return unreadable(path.parent, f"{path} is unreadable ({type(exc).__name__})")
+
+
+def unreadable(rdir: Path, why: str) -> RunRecord:
+    """A stand-in for a run whose record cannot be read: the server is found by the run
+    directory or key file it was started with (in its argv or environment)."""
+    from toolkit import keys
+
+    name = rdir.name
+    pid, created = _server_using(rdir, keys.key_path(name))
+    return RunRecord(
+        name=name,
+        model="?",
+        variant_id="?",
+        engine="?",
+        engine_version=None,
+        state="unreadable",
+        host="?",
+        port=0,
+        base_url="?",
+        served_model_name="?",
+        log_file=str(rdir / LOG_FILE),
+        run_dir=str(rdir),
+        argv=(),
+        env={},
+        started_at=created or 0.0,
+        pid=pid,
+        pgid=pid,
+        create_time=created,
+        error=why,
+    )
+
+
+def _server_using(rdir: Path, key_file: Path) -> tuple[int | None, float | None]:
+    """(pid, start time) of a process that leads its own session and names the run's
+    directory or key file in its argv or environment; (None, None) when there is none."""
+    import os
+
+    import psutil
+
+    marks = (str(rdir), str(key_file))
+    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        try:
+            if os.getsid(proc.pid) != proc.pid:
+                continue
+            text = " ".join(proc.info["cmdline"] or ())
+            if not any(m in text for m in marks):
+                env = proc.environ()
+                text = " ".join(env.values())
+                if not any(m in text for m in marks):
+                    continue
+            return proc.pid, proc.info["create_time"]
+        except (psutil.Error, OSError):
+            continue
+    return None, None
 
 
 def load(name: str) -> RunRecord:
@@ -158,12 +225,9 @@ def all_records() -> list[RunRecord]:
     root = runs_root()
     if not root.exists():
         return []
-    out: list[RunRecord] = []
-    for path in sorted(root.glob(f"*/{RECORD_FILE}")):
-        try:
-            out.append(RunRecord.from_dict(json.loads(path.read_text())))
-        except (OSError, ValueError, TypeError):
-            continue  # a record being replaced right now, or not ours
+    # Records are replaced atomically (write_json_atomic), so a read sees a whole one; one
+    # that does not parse was damaged and is listed as "unreadable".
+    out = [_read(path) for path in sorted(root.glob(f"*/{RECORD_FILE}"))]
     return sorted(out, key=lambda r: r.started_at)
 
 
