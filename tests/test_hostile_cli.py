@@ -88,3 +88,30 @@ def test_a_plan_answer_with_several_plans_says_which_it_runs(tmp_path: Path) -> 
     assert beyond.exit_code == 2 and "holds 2 plans" in beyond.stderr
     alone = run("up", "smollm2-135m", "--plan-index", "2", "--dry-run")
     assert alone.exit_code == 2 and "--plan-index needs --plan" in alone.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ('{"model_type": "llama", "num_hidden_layers": "many", "hidden_size": 64}', "many"),
+        (
+            '{"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, '
+            '"num_attention_heads": 0, "vocab_size": 100}',
+            "config.json",
+        ),
+        ("[1, 2, 3]", "not an object"),
+        (
+            '{"model_type": "llama", "num_hidden_layers": 1e12, "hidden_size": 64, '
+            '"num_attention_heads": 8, "vocab_size": 100}',
+            "config.json",
+        ),  # fmt: skip
+        ('{"model_type": "llama"}', "config.json lacks"),
+    ],
+)
+def test_bad_config_json_is_one_line(tmp_path: Path, config: str, words: str) -> None:
+    (tmp_path / "config.json").write_text(config)
+    for cmd in ("estimate", "plan"):
+        res = run(cmd, str(tmp_path), "--quant", "q4_k_m", "--hw", "cpu,ram=8G")
+        assert res.exit_code == 2, (cmd, res.stderr)
+        assert words in res.stderr
+        _one_line(res.stderr)

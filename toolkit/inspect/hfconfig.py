@@ -141,6 +141,34 @@ def _local(cfg: dict[str, Any], mt: str, layers: int) -> LocalAttention | None:
 
 
 def architecture_from_config(config: dict[str, Any]) -> Architecture:
+    """The Architecture config.json describes. Anything malformed — not an object, a
+    count that is not a number, zero heads, sizes beyond the schema's bounds — is one
+    UsageError naming config.json, never a traceback."""
+    from pydantic import ValidationError
+
+    if not isinstance(config, dict):
+        raise UsageError(
+            f"config.json is a JSON {type(config).__name__}, not an object",
+            hint="point deploy at a Hugging Face model folder (config.json + safetensors)",
+        )
+    try:
+        return _architecture(config)
+    except UsageError:
+        raise
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "architecture"
+        raise UsageError(
+            f"config.json: {where}: {err['msg']}", hint="check the model's config.json"
+        ) from None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as exc:
+        raise UsageError(
+            f"config.json has a value the planner cannot use ({type(exc).__name__}: {exc})",
+            hint="check the model's config.json (layers, hidden size, heads must be numbers > 0)",
+        ) from None
+
+
+def _architecture(config: dict[str, Any]) -> Architecture:
     cfg = text_config(config)
     mt = _model_type(cfg)
     try:
@@ -148,7 +176,7 @@ def architecture_from_config(config: dict[str, Any]) -> Architecture:
         hidden = int(cfg["hidden_size"])
         heads = int(cfg["num_attention_heads"])
         vocab = int(cfg["vocab_size"])
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise UsageError(
             f"config.json lacks {exc}", hint="the planner needs layers, hidden size, heads, vocab"
         ) from None
