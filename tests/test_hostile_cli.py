@@ -104,7 +104,7 @@ def test_a_plan_answer_with_several_plans_says_which_it_runs(tmp_path: Path) -> 
             '{"model_type": "llama", "num_hidden_layers": 1e12, "hidden_size": 64, '
             '"num_attention_heads": 8, "vocab_size": 100}',
             "config.json",
-        ),  # fmt: skip
+        ),
         ('{"model_type": "llama"}', "config.json lacks"),
     ],
 )
@@ -115,3 +115,55 @@ def test_bad_config_json_is_one_line(tmp_path: Path, config: str, words: str) ->
         assert res.exit_code == 2, (cmd, res.stderr)
         assert words in res.stderr
         _one_line(res.stderr)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kind", "words"),
+    [
+        ("general.alignment", 0, "UINT32", "makes no sense"),
+        ("general.alignment", "abc", "STRING", "makes no sense"),
+        ("llama.context_length", -1, "INT32", "GGUF"),
+    ],
+)
+def test_bad_gguf_header_values_are_one_line(
+    tmp_path: Path, key: str, value: Any, kind: str, words: str
+) -> None:
+    from gguf import GGUFValueType
+
+    from tests.fabricate import write_gguf
+    from toolkit.catalog.schema import Architecture
+
+    arch = Architecture(
+        model_type="llama", layers=2, hidden_size=64, heads=4, kv_heads=2, head_dim=16,
+        vocab_size=256, intermediate_size=128,
+    )  # fmt: skip
+    (path,) = write_gguf(
+        tmp_path / "bad.gguf", arch, ftype="Q8_0", extra={key: (value, GGUFValueType[kind])}
+    )
+    for cmd in ("estimate", "plan"):
+        res = run(cmd, str(path), "--hw", "cpu,ram=8G")
+        assert res.exit_code in (0, 2), (cmd, res.stderr)  # a usable value may still plan
+        if res.exit_code == 2:
+            assert words in res.stderr
+            _one_line(res.stderr)
+
+
+def test_a_gguf_with_billions_of_layers_is_refused_quickly(tmp_path: Path) -> None:
+    from gguf import GGUFValueType
+
+    from tests.fabricate import write_gguf
+    from toolkit.catalog.schema import Architecture
+
+    arch = Architecture(
+        model_type="llama", layers=2, hidden_size=64, heads=4, kv_heads=2, head_dim=16,
+        vocab_size=256, intermediate_size=128,
+    )  # fmt: skip
+    (path,) = write_gguf(
+        tmp_path / "huge.gguf",
+        arch,
+        ftype="Q8_0",
+        extra={"llama.block_count": (4_000_000_000, GGUFValueType.UINT32)},
+    )
+    res = run("estimate", str(path), "--hw", "cpu,ram=8G")
+    assert res.exit_code == 2 and "layers" in res.stderr
+    _one_line(res.stderr)

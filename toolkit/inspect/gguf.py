@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,6 +403,32 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufModel:
     if not p.is_file():
         raise NotFound(f"no GGUF file at {p}", hint="check the path, or: deploy pull MODEL")
     parts = split_parts(p)
-    headers = [parse_header(file_reader(q), part=i) for i, q in enumerate(parts)]
-    sizes: list[int | None] = [q.stat().st_size for q in parts]
-    return model_from_headers(headers, [str(q) for q in parts], sizes)
+    with malformed_header(p.name):
+        headers = [parse_header(file_reader(q), part=i) for i, q in enumerate(parts)]
+        sizes: list[int | None] = [q.stat().st_size for q in parts]
+        return model_from_headers(headers, [str(q) for q in parts], sizes)
+
+
+@contextmanager
+def malformed_header(name: str) -> Iterator[None]:
+    """A header whose values make no sense (alignment 0 or text, a count of billions, a
+    string longer than the file) is one UsageError naming the file, never a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        yield
+    except (UsageError, NotFound):
+        raise
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "architecture"
+        raise UsageError(
+            f"{name}: the GGUF header's {where} is not usable: {err['msg']}",
+            hint="the file is damaged or not a model: pull it again",
+        ) from None
+    except (ValueError, TypeError, KeyError, ZeroDivisionError, OverflowError, MemoryError) as exc:
+        raise UsageError(
+            f"{name}: the GGUF header has a value that makes no sense ({type(exc).__name__}: "
+            f"{str(exc)[:120]})",
+            hint="the file is damaged or not a model: pull it again",
+        ) from None

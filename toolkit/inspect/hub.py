@@ -185,19 +185,20 @@ def _read_online(repo_id: str, revision: str | None, filename: str | None) -> Gg
     if filename is not None or (
         "config.json" not in sizes and any(n.endswith(".gguf") for n in names)
     ):
-        from toolkit.inspect.gguf import model_from_headers, parse_header
+        from toolkit.inspect.gguf import malformed_header, model_from_headers, parse_header
 
         parts = _pick_gguf(repo_id, names, filename)
         headers_http = build_hf_headers()
         headers = []
-        for i, name in enumerate(parts):
-            url = hf_hub_url(repo_id, name, revision=revision, endpoint=endpoint)
-            try:
-                headers.append(parse_header(_range_reader(url, headers_http), part=i))
-            except _hub_errors() as exc:
-                raise _not_found(repo_id, exc) from exc
-        part_sizes = [sizes.get(n) for n in parts]
-        return model_from_headers(headers, [f"{repo_id}/{n}" for n in parts], part_sizes)
+        with malformed_header(repo_id):
+            for i, name in enumerate(parts):
+                url = hf_hub_url(repo_id, name, revision=revision, endpoint=endpoint)
+                try:
+                    headers.append(parse_header(_range_reader(url, headers_http), part=i))
+                except _hub_errors() as exc:
+                    raise _not_found(repo_id, exc) from exc
+            part_sizes = [sizes.get(n) for n in parts]
+            return model_from_headers(headers, [f"{repo_id}/{n}" for n in parts], part_sizes)
 
     from toolkit.inspect.hf import hf_model_from
 
