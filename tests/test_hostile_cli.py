@@ -167,3 +167,43 @@ def test_a_gguf_with_billions_of_layers_is_refused_quickly(tmp_path: Path) -> No
     res = run("estimate", str(path), "--hw", "cpu,ram=8G")
     assert res.exit_code == 2 and "layers" in res.stderr
     _one_line(res.stderr)
+
+
+def _profile(tmp_path: Path) -> dict[str, Any]:
+    good = tmp_path / "good.json"
+    assert run("hw", "--hw", "1xrtx4090,ram=64G,cores=8", "--save", str(good)).exit_code == 0
+    doc: dict[str, Any] = json.loads(good.read_text())
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda d: d["host"].update(ram_total_bytes="lots"), "host.ram_total_bytes is 'lots'"),
+        (lambda d: d.update(host=None), "malformed hardware profile"),
+        (lambda d: d["host"].update(ram_available_bytes=-5), "ram_available_bytes is -5"),
+        (lambda d: d["gpus"][0].update(total_bytes="x"), "gpus[0].total_bytes"),
+        (lambda d: d["gpus"][0].update(vendor="acme"), "vendor"),
+        (lambda d: d.update(gpus=d["gpus"] * 65), "65 GPUs"),
+        (lambda d: d["gpus"].append({"total_bytes": 1}), "malformed hardware profile"),
+    ],
+)
+def test_bad_hardware_profiles_are_one_line(tmp_path: Path, mutate: Any, words: str) -> None:
+    doc = _profile(tmp_path)
+    mutate(doc)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    res = run("plan", "smollm2-135m", "--hw", str(path))
+    assert res.exit_code == 2, res.stderr
+    assert words in res.stderr
+    _one_line(res.stderr)
+
+
+def test_a_recipe_file_that_is_not_utf8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "recipes"
+    d.mkdir()
+    (d / "bad.yaml").write_bytes(b"family: x\nmodels: []\n\xff\xfe bad")
+    monkeypatch.setenv("DEPLOY_RECIPES_PATH", str(d))
+    res = run("recipes", "list")
+    assert res.exit_code == 2 and "bad.yaml: not UTF-8 text (byte 0xff" in res.stderr
+    _one_line(res.stderr)

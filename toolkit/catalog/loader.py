@@ -104,6 +104,10 @@ def parse_recipe(path: Path) -> RecipeFile:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(str(path), "", f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            name, "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     try:
         data: Any = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
