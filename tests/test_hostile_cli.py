@@ -207,3 +207,16 @@ def test_a_recipe_file_that_is_not_utf8(tmp_path: Path, monkeypatch: pytest.Monk
     res = run("recipes", "list")
     assert res.exit_code == 2 and "bad.yaml: not UTF-8 text (byte 0xff" in res.stderr
     _one_line(res.stderr)
+
+
+@pytest.mark.parametrize("host", ["not a host!", "-bad", "a..b", "x" * 300, "http://x"])
+def test_up_host_must_be_an_address_or_a_name(host: str) -> None:
+    res = run("up", "smollm2-135m:q4_1", "--host", host, "--dry-run")
+    assert res.exit_code == 2 and "--host" in res.stderr
+    _one_line(res.stderr)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "0.0.0.0"])
+def test_up_host_accepts_addresses_and_names(host: str) -> None:
+    res = run("up", "smollm2-135m:q4_1", "--host", host, "--dry-run")
+    assert "--host" not in res.stderr or "not an IP address" not in res.stderr

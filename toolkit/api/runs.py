@@ -309,6 +309,26 @@ def _tls(opts: UpOptions) -> Any:
     return TlsFiles(cert=opts.tls_cert.resolve(), key=opts.tls_key.resolve())
 
 
+def check_host(host: str) -> None:
+    """--host must be an IP address or a host name (RFC 1123 labels); anything else is
+    a usage error before any engine sees it."""
+    import ipaddress
+    import re
+
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+    if len(host) <= 253 and re.fullmatch(rf"{label}(\.{label})*", host):
+        return
+    raise UsageError(
+        f"--host {host!r} is not an IP address or a host name",
+        hint="--host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)",
+    )
+
+
 def security_warnings(opts: UpOptions) -> list[str]:
     """Warnings for what is risky. Pure. (A key is always generated and required, so no
     server deploy starts answers without one, on loopback or elsewhere.)"""
@@ -333,6 +353,7 @@ def up(
 ) -> UpResult | DryRun:
     """Start a server for `model` (or opts.plan_file) and return once the model answers."""
     say = notify or (lambda _msg: None)
+    check_host(opts.host)
     if opts.plan_file is not None:
         if model is not None:
             raise UsageError(
