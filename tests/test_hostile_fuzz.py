@@ -265,8 +265,11 @@ MANIFEST: dict[str, Any] = {
 def test_bundle_manifests(data: Any) -> None:
     from toolkit.store.manifest import check_manifest
 
-    if data is None:  # a 5000-character variant id
+    if data is None:  # a 5000-character variant id: refused, never a file name
         bent = _bend(MANIFEST, ("models", 0, "variant_id"), "x" * 5000)
+        with pytest.raises(DeployError, match="at most 200"):
+            check_manifest(bent)
+        return
     else:
         path = data.draw(st.sampled_from(_paths(MANIFEST)))
         bent = _bend(MANIFEST, path, data.draw(JUNK))

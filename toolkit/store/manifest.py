@@ -92,11 +92,22 @@ def check_manifest(doc: Any) -> dict[str, FileEntry]:
     return files
 
 
+#: Longest variant or model id a bundle may carry.
+MAX_ID = 200
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$")
+
+
 def _check_model(m: Any, files: dict[str, FileEntry], where: str) -> None:
     if not isinstance(m, dict):
         raise _bad(f"{where} must be an object")
-    _str(m, "variant_id", where)
-    _str(m, "model_id", where)
+    for key in ("variant_id", "model_id"):
+        value = _str(m, key, where)
+        # Ids become file names (store records, keys): bounded and without path separators.
+        if len(value) > MAX_ID or not _ID.match(value):
+            raise _bad(
+                f"{where}.{key} is not an id deploy uses (at most {MAX_ID} characters of "
+                "letters, digits and . _ : @ + -)"
+            )
     source = m.get("source")
     if source == "hf":
         check_repo_id(_str(m, "repo", where))
