@@ -261,3 +261,35 @@ def test_a_damaged_run_record_still_shows_and_stops(llama_server: Any, smollm2_g
     assert res.exit_code == 0, res.stderr
     assert pids_in_group(pid) == []
     assert json.loads(run("ps", "--json").stdout) == []
+
+
+def test_a_full_deploy_home_is_one_line_and_leaves_nothing(
+    llama_server: Any, smollm2_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEPLOY_HOME on a full disk: exit 3 naming the cause, no server, no temp files."""
+    import subprocess
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        monkeypatch.setenv("DEPLOY_HOME", str(mnt / "home"))
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass  # full
+        finally:
+            os.close(fd)
+        res = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--name", "full")
+        assert res.exit_code == 3, res.stderr
+        assert "no space left on the device" in res.stderr and "Traceback" not in res.stderr
+        assert json.loads(run("ps", "--json").stdout) == []
+        assert not [p for p in mnt.rglob("*.tmp")]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

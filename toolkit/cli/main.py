@@ -70,12 +70,34 @@ def cli() -> None:
     """
 
 
+def disk_full(exc: OSError) -> DeployError | None:
+    """A full disk or quota, wherever it struck, as one line (exit 3: it does not fit);
+    None for any other OS error (re-raised: a bug to see, not to hide)."""
+    import errno
+
+    from toolkit.errors import DoesNotFit
+
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return DoesNotFit(
+        f"no space left on the device{where}",
+        hint="free disk space (deploy models shows what the store holds), then run it again",
+    )
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         rv = cli.main(args=argv, prog_name="deploy", standalone_mode=False)
     except DeployError as exc:
         report(exc)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        report(full)
+        sys.exit(full.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

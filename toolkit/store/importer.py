@@ -157,8 +157,11 @@ class _Placer:
             if exc.errno != errno.EXDEV:
                 raise
             tmp = dst.with_name(f".{dst.name}.import-tmp")
-            shutil.copy2(src, tmp)
-            os.replace(tmp, dst)
+            try:
+                shutil.copy2(src, tmp)
+                os.replace(tmp, dst)
+            finally:
+                tmp.unlink(missing_ok=True)  # never left behind to keep a disk full
 
     def link(self, repo: str, revision: str, name: str, blob: Path) -> None:
         target = cache.snapshot_dir(repo, revision) / name
