@@ -220,3 +220,38 @@ def test_up_host_must_be_an_address_or_a_name(host: str) -> None:
 def test_up_host_accepts_addresses_and_names(host: str) -> None:
     res = run("up", "smollm2-135m:q4_1", "--host", host, "--dry-run")
     assert "--host" not in res.stderr or "not an IP address" not in res.stderr
+
+
+def test_deploy_home_that_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("DEPLOY_HOME", str(home))
+    for args in (("pull", "smollm2-135m:q4_1"), ("ps",), ("models",)):
+        res = run(*args)
+        assert res.exit_code == 2 and "is a file, not a folder" in res.stderr, args
+        _one_line(res.stderr)
+    assert home.read_text() == "not a folder"
+
+
+def test_junk_tls_files_are_refused_before_any_engine(tmp_path: Path, smollm2_gguf: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("junk")
+    res = run(
+        "up", str(smollm2_gguf), "--ctx", "512", "--host", "0.0.0.0", "--tls-cert", str(junk),
+        "--tls-key", str(junk), "--dry-run",
+    )  # fmt: skip
+    assert res.exit_code == 2 and "do not load as a PEM certificate" in res.stderr
+    _one_line(res.stderr)
+
+
+def test_no_engines_names_the_folder_it_looked_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEPLOY_ENGINES_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    res = run("engines")
+    assert res.exit_code == 0
+    assert (
+        str(tmp_path / "none") in res.stdout.replace("\n", "")
+        and "DEPLOY_ENGINES_DIR" in res.stdout
+    )

@@ -44,7 +44,15 @@ def home() -> Path:
     """deploy's state directory (created on first use by the writers, not here)."""
     value = os.environ.get(DEPLOY_HOME)
     if value:
-        return Path(value).expanduser()
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            from toolkit.errors import UsageError
+
+            raise UsageError(
+                f"DEPLOY_HOME={value} is a file, not a folder",
+                hint="point DEPLOY_HOME at a folder (it is created if missing), or unset it",
+            )
+        return path
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("deploy", appauthor=False))

@@ -306,6 +306,16 @@ def _tls(opts: UpOptions) -> Any:
     for p in (opts.tls_cert, opts.tls_key):
         if not p.exists():
             raise NotFound(f"TLS file {p} does not exist")
+    import ssl
+
+    try:  # the pair the engine will be given must load, before any engine starts
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(opts.tls_cert, opts.tls_key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise UsageError(
+            f"--tls-cert {opts.tls_cert} / --tls-key {opts.tls_key} do not load as a PEM "
+            f"certificate and its private key ({getattr(exc, 'reason', None) or exc})",
+            hint="openssl x509 -in CERT -noout -text   (and check the key matches it)",
+        ) from None
     return TlsFiles(cert=opts.tls_cert.resolve(), key=opts.tls_key.resolve())
 
 

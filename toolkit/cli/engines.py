@@ -30,7 +30,13 @@ def list_(as_json: bool) -> None:
         return
     out = console()
     if not rows:
-        out.print("No engines installed. Try: deploy engines install llamacpp")
+        from toolkit import settings
+
+        out.print(
+            f"No engines installed in {settings.engines_dir()} (DEPLOY_ENGINES_DIR moves it; "
+            "it follows DEPLOY_HOME) nor on PATH. Try: deploy engines install llamacpp",
+            soft_wrap=True,
+        )
         return
     from rich.table import Table
 
