@@ -293,3 +293,52 @@ def test_a_full_deploy_home_is_one_line_and_leaves_nothing(
         assert not [p for p in mnt.rglob("*.tmp")]
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_run_names_that_share_a_folder_are_refused(llama_server: Any, smollm2_gguf: Path) -> None:
+    up = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--name", "smol:a")
+    assert up.exit_code == 0, up.stderr
+    try:
+        res = _up(llama_server, str(smollm2_gguf), "--ctx", "512", "--name", "smol_a")
+        assert res.exit_code == 7 and "shares its folder and key with run 'smol:a'" in res.stderr
+    finally:
+        assert run("stop", "smol:a").exit_code == 0
+
+
+def test_stop_during_a_start_is_not_blamed_on_the_oom_killer(
+    llama_server: Any, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    """`deploy stop --all` while `deploy up` waits for a server that is still loading: up
+    says the run was stopped, not that the kernel killed it, and leaves no record."""
+    import subprocess
+    import sys
+
+    real = _binary(llama_server)
+    slow = tmp_path / "llama-server"
+    slow.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in --version|--help|--list-devices) exec {real} "$@";; esac\n'
+        "exec sleep 120\n"  # never answers: a model still loading
+    )
+    slow.chmod(0o755)
+    cmd = [sys.executable, "-m", "toolkit", "up", str(smollm2_gguf), "--ctx", "512",
+           "--name", "slow", "--timeout", "60", "--llama-server", str(slow)]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = json.loads(run("ps", "--json").stdout)
+            if rows and rows[0]["pid"]:
+                break
+            time.sleep(0.2)
+        assert run("stop", "--all").exit_code == 0
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 5, err
+    assert "was stopped (deploy stop) while it was starting" in err
+    assert "out-of-memory" not in err
+    assert json.loads(run("ps", "--json").stdout) == []

@@ -433,6 +433,12 @@ def up(
 
     with records.lock():
         existing = records.find(name)
+        if existing is not None and existing.name != name and existing.state != "unreadable":
+            raise Conflict(
+                f"run name {name!r} shares its folder and key with run {existing.name!r} "
+                "(':' and '@' are stored as '_')",
+                hint=f"deploy up ... --name {name.replace(':', '-').replace('@', '-')}-2",
+            )
         if existing is not None and process.alive(existing.pid, existing.create_time):
             raise Conflict(
                 f"run {name!r} is already running: {existing.engine} pid {existing.pid} at "
@@ -535,6 +541,14 @@ def _calibrate(plan: Plan, record: RunRecord) -> tuple[str, ...]:
 def _failed(record: RunRecord, what: str, returncode: int | None) -> EngineError:
     """Stop what is left, mark the record dead, and build the error with the log tail."""
     process.stop_group(record.pgid, record.pid)
+    current = records.find(record.name)
+    if current is None or current.pid != record.pid:
+        # `deploy stop` (or `stop --all`) ended it while it started and removed its record:
+        # not a crash, not the OOM killer, and no record to bring back.
+        return EngineError(
+            f"run {record.name!r} was stopped (deploy stop) while it was starting",
+            hint=f"deploy up ... --name {record.name}   to start it again",
+        )
     lines = ready.tail(Path(record.log_file), TAIL_LINES)
     cause = ready.likely_cause(lines, returncode)
     records.update(record, state="dead", error=f"{what}; {cause}" if cause else what)
