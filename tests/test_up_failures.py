@@ -342,3 +342,26 @@ def test_stop_during_a_start_is_not_blamed_on_the_oom_killer(
     assert "was stopped (deploy stop) while it was starting" in err
     assert "out-of-memory" not in err
     assert json.loads(run("ps", "--json").stdout) == []
+
+
+def test_a_hung_version_check_leaves_no_children(
+    tmp_path: Path, smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `llama-server` whose --version hangs after starting a child: the check times
+    out, says so, and the child is gone too."""
+    import psutil
+
+    from toolkit.engines import llamacpp
+
+    marker = tmp_path / "child.pid"
+    hang = tmp_path / "llama-server"
+    hang.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {marker}\nwait\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(llamacpp, "PROBE_TIMEOUT_S", 2.0, raising=False)
+    res = run("up", str(smollm2_gguf), "--ctx", "512", "--llama-server", str(hang), "--dry-run")
+    assert res.exit_code == 5 and "timed out" in res.stderr, res.stderr
+    child = int(marker.read_text())
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(child) and psutil.Process(child).status() != "zombie":
+        assert time.monotonic() < deadline, "the version check's child is still running"
+        time.sleep(0.1)

@@ -542,7 +542,7 @@ def _failed(record: RunRecord, what: str, returncode: int | None) -> EngineError
     """Stop what is left, mark the record dead, and build the error with the log tail."""
     process.stop_group(record.pgid, record.pid)
     current = records.find(record.name)
-    if current is None or current.pid != record.pid:
+    if current is None or current.pid != record.pid or current.state == "stopping":
         # `deploy stop` (or `stop --all`) ended it while it started and removed its record:
         # not a crash, not the OOM killer, and no record to bring back.
         return EngineError(
@@ -650,6 +650,12 @@ def stop(name: str | None, *, all_runs: bool = False) -> list[Stopped]:
         targets = [found]
     out = []
     for rec in targets:
+        with records.lock():
+            # Said before the signal: a `deploy up` still waiting for this server sees
+            # the stop, not a crash, whichever of us notices the exit first.
+            current = records.find(rec.name)
+            if current is not None and current.pid == rec.pid and current.state != "unreadable":
+                records.update(current, state="stopping")
         outcome = process.stop_group(rec.pgid, rec.pid)
         with records.lock():
             current = records.find(rec.name)

@@ -298,14 +298,12 @@ def python_distribution_version(python: Path, distributions: tuple[str, ...]) ->
         "    except m.PackageNotFoundError:\n"
         "        pass\n"
     )
+    from toolkit.runs.process import run_bounded
+
     try:
-        out = subprocess.run(
-            [str(python), "-c", code, *distributions],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.split()
+        done = run_bounded([str(python), "-c", code, *distributions], timeout=60)
+        done.check_returncode()
+        out = done.stdout.split()
     except (OSError, subprocess.SubprocessError) as exc:
         raise EngineError(f"cannot run {python}: {exc}") from exc
     if len(out) != 2:

@@ -134,7 +134,12 @@ def _help_flags(
 ) -> frozenset[str]:
     """Run an installed server's --help, keep the tail of its output in `log`, and return
     its flags; EngineError when it fails or lacks `required` (the server does not load)."""
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+    from toolkit.runs.process import run_bounded
+
+    try:
+        proc = run_bounded(argv, timeout=300, env=env)
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"{what} did not answer --help in 300 s", hint=hint) from None
     with log.open("a", encoding="utf-8") as fh:
         fh.write(proc.stdout[-2000:] + proc.stderr[-4000:])
     flags = parse_help(proc.stdout)

@@ -43,11 +43,16 @@ def parse_help_flags(help_text: str) -> frozenset[str]:
     return parse_help(help_text)
 
 
+#: Seconds a llama-server --version/--help/--list-devices may take (then its whole process
+#: group is killed).
+PROBE_TIMEOUT_S = 60.0
+
+
 def run_binary(path: Path, *args: str) -> str:
     try:
-        proc = subprocess.run(
-            [str(path), *args], capture_output=True, text=True, timeout=60, check=False
-        )
+        from toolkit.runs.process import run_bounded
+
+        proc = run_bounded([str(path), *args], timeout=PROBE_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError) as exc:
         raise EngineError(
             f"cannot run {path}: {exc}", hint="deploy engines install llamacpp"

@@ -40,6 +40,30 @@ def spawn(
         )
 
 
+def run_bounded(
+    argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command (an engine's --version, --help, a version probe) in its own
+    session; past `timeout` its whole process group is killed — children a wrapper script
+    started too — and subprocess.TimeoutExpired is raised."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else dict(env),
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
 def create_time(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()

@@ -30,7 +30,7 @@ RECORD_SCHEMA = 1
 RECORD_FILE = "record.json"
 LOG_FILE = "server.log"
 
-State = Literal["starting", "ready", "dead", "unreadable"]
+State = Literal["starting", "ready", "stopping", "dead", "unreadable"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
 
