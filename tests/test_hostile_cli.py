@@ -255,3 +255,19 @@ def test_no_engines_names_the_folder_it_looked_in(
         str(tmp_path / "none") in res.stdout.replace("\n", "")
         and "DEPLOY_ENGINES_DIR" in res.stdout
     )
+
+
+def test_a_plan_for_a_gpu_on_a_machine_without_it(tmp_path: Path, smollm2_gguf: Path) -> None:
+    """A plan made for a 4090 run here (no GPU): exit 3 naming the missing device."""
+    from toolkit.api.plan import make_plans as plans
+    from toolkit.api.runs import free_memory_now
+
+    if "cuda:0" in free_memory_now():
+        pytest.skip("this machine has an NVIDIA GPU: the plan's device exists here")
+    plan = plans(str(smollm2_gguf), hw="1xrtx4090,ram=64G", calibration=[]).plans[0]
+    assert "cuda:0" in plan.devices
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan.to_dict()))
+    res = run("up", "--plan", str(path), "--dry-run")
+    assert res.exit_code == 3, res.stderr
+    assert "cuda:0: the plan uses it, this machine has none (planned for 1xrtx4090" in res.stderr

@@ -27,6 +27,12 @@ def fit_problems(plan: Plan, free: dict[str, int]) -> list[str]:
     out = []
     for dev in plan.memory:
         have = free.get(dev.id)
+        if have is None and dev.total_bytes > 0:
+            made_for = (plan.hardware or {}).get("origin") or "another machine"
+            out.append(
+                f"{dev.id}: the plan uses it, this machine has none (planned for {made_for})"
+            )
+            continue
         if have is not None and dev.needed_bytes > have:
             out.append(
                 f"{dev.id}: needs {format_bytes(dev.needed_bytes)}, {format_bytes(have)} free now"
