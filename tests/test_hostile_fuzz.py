@@ -291,3 +291,67 @@ def test_run_records(blob: bytes) -> None:
     rec = records.find("fuzzed")
     assert rec is not None
     assert [r.name for r in records.all_records()] == ["fuzzed"]
+
+
+# --- safetensors headers --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def st_header() -> dict[str, Any]:
+    from tests.fabricate import hf_tensors
+    from toolkit.catalog.schema import Architecture
+
+    arch = Architecture(
+        model_type="llama", layers=2, hidden_size=64, heads=4, kv_heads=2, head_dim=16,
+        vocab_size=64, intermediate_size=128,
+    )  # fmt: skip
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, dtype, shape in hf_tensors(arch):
+        n = 2
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    return header
+
+
+@FUZZ
+@given(data=st.data())
+@example(data=None)
+def test_safetensors_headers(st_header: dict[str, Any], tmp_path: Path, data: Any) -> None:
+    from toolkit.inspect.hf import read_model_dir
+
+    folder = tmp_path / "m"
+    folder.mkdir(exist_ok=True)
+    config = {**CONFIG, "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64}
+    config.update(num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=64)
+    (folder / "config.json").write_text(json.dumps(config))
+    if data is None:  # a header length of 2**63
+        blob = struct.pack("<Q", 2**63) + b"{}"
+    else:
+        path = data.draw(st.sampled_from(_paths(st_header)))
+        text = json.dumps(_bend(st_header, path, data.draw(JUNK)), allow_nan=True).encode()
+        blob = struct.pack("<Q", len(text)) + text
+        if data.draw(st.booleans()):
+            blob = blob[: data.draw(st.integers(0, len(blob)))]
+    (folder / "model.safetensors").write_bytes(blob)
+    _contract(read_model_dir, folder)
+
+
+# --- the CLI contract on fuzzed spec strings: one line, exit 0 or 2, no traceback ----------
+
+
+@FUZZ
+@given(st.lists(TOKENS, min_size=1, max_size=4))
+def test_cli_spec_strings(tokens: list[str]) -> None:
+    from tests.clihelp import run
+
+    spec = ",".join(tokens)
+    if not spec or spec.startswith("-"):
+        return
+    res = run("hw", "--hw", spec, "--json")
+    assert res.exit_code in (0, 2), (spec, res.stderr)
+    if res.exit_code == 2:
+        assert "Traceback" not in res.stderr
+        assert 1 <= len([ln for ln in res.stderr.splitlines() if ln.strip()]) <= 3, res.stderr

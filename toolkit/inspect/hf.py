@@ -83,9 +83,45 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         data = f.read(n)
     try:
         header: dict[str, Any] = json.loads(data)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path.name}: header is not JSON") from exc
+    problem = header_problem(header)
+    if problem:
+        raise UsageError(
+            f"{path.name}: safetensors header {problem}",
+            hint="the file is damaged or not safetensors: download it again",
+        )
     return header
+
+
+def header_problem(header: Any) -> str | None:
+    """What is wrong with a parsed safetensors header, or None: every tensor needs a
+    dtype, a shape of sizes, and data_offsets [begin, end] with 0 <= begin <= end."""
+
+    def size(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 50
+
+    if not isinstance(header, dict):
+        return "is not a JSON object"
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            return f"entry {name!r} is not an object"
+        offsets = info.get("data_offsets")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(size(o) for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            return f"entry {name!r} has no valid data_offsets [begin, end]"
+        shape = info.get("shape")
+        if not isinstance(shape, list) or not all(size(d) for d in shape):
+            return f"entry {name!r} has no valid shape"
+        if not isinstance(info.get("dtype"), str):
+            return f"entry {name!r} has no dtype"
+    return None
 
 
 def layout_from_headers(headers: Iterable[Header], arch: Architecture) -> WeightLayout:
@@ -161,8 +197,16 @@ def hf_model_from(
 def _safetensors_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        names = sorted(set(weight_map.values()))
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            names = sorted({str(v) for v in weight_map.values()})
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise UsageError(
+                f"{index.name} is not a safetensors index ({type(exc).__name__})",
+                hint="download the model's index again, or remove it to read the shards",
+            ) from None
+        if any(n.startswith("/") or ".." in Path(n).parts for n in names):
+            raise UsageError(f"{index.name} names files outside the model folder")
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise NotFound(
