@@ -383,3 +383,14 @@ def test_replacing_a_stored_variant_needs_replace(tmp_path: Path, test_recipe: P
     assert res.exit_code == 0, res.stderr
     assert "replaced" in res.stdout and path.read_bytes() == other
     assert run("verify", "storetest-tiny:q4_0").exit_code == 0
+
+
+def test_an_overlong_variant_id_is_refused_and_leaves_nothing(
+    tmp_path: Path, test_recipe: Path
+) -> None:
+    doc = manifest()
+    doc["models"][0]["variant_id"] = "storetest-tiny:" + "q" * 5000
+    before = state()
+    res = run("import", str(write_tar(tmp_path / "long.tar", [member(ARC, CONTENT)], doc)))
+    assert res.exit_code == 6 and "at most 200 characters" in res.stderr
+    assert "Traceback" not in res.stderr and state() == before
