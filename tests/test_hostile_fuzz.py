@@ -66,6 +66,11 @@ def _bend(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
     return out
 
 
+def _bent(doc: Any, data: Any) -> Any:
+    """`doc` with one field, drawn from all its key paths, set to a drawn junk value."""
+    return _bend(doc, data.draw(st.sampled_from(_paths(doc))), data.draw(JUNK))
+
+
 def _contract(fn: Any, *args: Any) -> None:
     """Accept, or deploy's own error: anything else is a bug."""
     with contextlib.suppress(DeployError):
@@ -113,8 +118,7 @@ def profile_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_hardware_profiles(profile_doc: dict[str, Any], tmp_path: Path, data: Any) -> None:
     from toolkit.hardware.profile import load_hardware
 
-    path = data.draw(st.sampled_from(_paths(profile_doc)))
-    bent = _bend(profile_doc, path, data.draw(JUNK))
+    bent = _bent(profile_doc, data)
     f = tmp_path / "box.json"
     f.write_text(json.dumps(bent, allow_nan=True))
     _contract(load_hardware, str(f))
@@ -136,8 +140,7 @@ def recipe_doc() -> dict[str, Any]:
 def test_recipes(recipe_doc: dict[str, Any], tmp_path: Path, data: Any) -> None:
     from toolkit.catalog.loader import parse_recipe
 
-    path = data.draw(st.sampled_from(_paths(recipe_doc)))
-    bent = _bend(recipe_doc, path, data.draw(JUNK))
+    bent = _bent(recipe_doc, data)
     f = tmp_path / "bent.yaml"
     f.write_text(yaml.safe_dump(bent, allow_unicode=True))
     _contract(parse_recipe, f)
@@ -231,8 +234,7 @@ def plan_doc() -> dict[str, Any]:
 def test_plan_files(plan_doc: dict[str, Any], tmp_path: Path, data: Any) -> None:
     from toolkit.api.runs import load_plan_file
 
-    path = data.draw(st.sampled_from(_paths(plan_doc)))
-    bent = _bend(plan_doc, path, data.draw(JUNK))
+    bent = _bent(plan_doc, data)
     f = tmp_path / "plan.json"
     f.write_text(json.dumps(bent, allow_nan=True))
     _contract(load_plan_file, f)
@@ -271,8 +273,7 @@ def test_bundle_manifests(data: Any) -> None:
             check_manifest(bent)
         return
     else:
-        path = data.draw(st.sampled_from(_paths(MANIFEST)))
-        bent = _bend(MANIFEST, path, data.draw(JUNK))
+        bent = _bent(MANIFEST, data)
     _contract(check_manifest, bent)
 
 
@@ -330,8 +331,7 @@ def test_safetensors_headers(st_header: dict[str, Any], tmp_path: Path, data: An
     if data is None:  # a header length of 2**63
         blob = struct.pack("<Q", 2**63) + b"{}"
     else:
-        path = data.draw(st.sampled_from(_paths(st_header)))
-        text = json.dumps(_bend(st_header, path, data.draw(JUNK)), allow_nan=True).encode()
+        text = json.dumps(_bent(st_header, data), allow_nan=True).encode()
         blob = struct.pack("<Q", len(text)) + text
         if data.draw(st.booleans()):
             blob = blob[: data.draw(st.integers(0, len(blob)))]
