@@ -36,7 +36,6 @@ DEFAULT_MIN_CTX = 8192
 #: Quality classes, best first, with the words shown to users.
 CLASSES = ("lossless", "5-6-bit", "4-bit", "3-bit", "<=2-bit")
 _LOSSLESS_FORMATS = {"bf16", "fp16", "fp32", "f16", "f32", "fp8", "int8", "q8_0"}
-_FOUR_BIT_FORMATS = {"awq", "gptq", "int4", "mxfp4", "nvfp4"}
 _GGUF_BITS = re.compile(r"(?:^|[-_])(?:i?q|tq)(\d)")
 
 PLACEMENT_TIER = {
@@ -62,13 +61,9 @@ def quality_class(quant: str, fmt: str, release_formats: Sequence[str] = ()) -> 
     q = quant.lower()
     if fmt in release_formats or q in release_formats:
         return 0
-    if fmt != "gguf":
-        if fmt in _LOSSLESS_FORMATS:
-            return 0
-        if fmt in _FOUR_BIT_FORMATS:
-            return 2
-        return 2
-    if q in _LOSSLESS_FORMATS or q in ("bf16", "f16", "f32"):
+    if fmt != "gguf":  # safetensors: ≥ 8-bit formats, else the 4-bit ones (AWQ, GPTQ, FP4)
+        return 0 if fmt in _LOSSLESS_FORMATS else 2
+    if q in _LOSSLESS_FORMATS:
         return 0
     m = _GGUF_BITS.search(q)
     if m is None:
@@ -195,7 +190,6 @@ def reason(a: Plan, ka: Keys, b: Plan, kb: Keys, prefer: str) -> str:
     """Why plan a ranks above plan b, in one line (the first key that differs)."""
     if ka.unusable != kb.unusable:
         return f"meets the floors; the next is {b.label}"
-    checks: list[tuple[bool, str]] = []
     speed = (ka.speed > kb.speed, f"faster: ~{ka.speed:.0f} vs ~{kb.speed:.0f} tok/s")
     ctx = (ka.ctx > kb.ctx, f"longer context: {ka.ctx:,.0f} vs {kb.ctx:,.0f} tokens")
     quality = [
@@ -210,7 +204,7 @@ def reason(a: Plan, ka: Keys, b: Plan, kb: Keys, prefer: str) -> str:
         (ka.band < kb.band, f"{CLASSES[ka.cls]} weights vs {CLASSES[kb.cls]}"),
         (
             ka.tier < kb.tier,
-            f"{_PLACEMENT_WORDS[ka.tier]} vs {_PLACEMENT_WORDS[min(kb.tier, 3)]}",
+            f"{_PLACEMENT_WORDS[ka.tier]} vs {_PLACEMENT_WORDS[kb.tier]}",
         ),
         (ka.engine_fit < kb.engine_fit, f"{a.engine} suits these devices better"),
         (ka.cls < kb.cls, f"{CLASSES[ka.cls]} weights vs {CLASSES[kb.cls]}"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from toolkit.planner.quant import quant_info
-from toolkit.planner.speed import DEFAULT_RAM_BW, cpu_flop_per_cycle
+from toolkit.planner.speed import ASSUMED_CPU_HZ, DEFAULT_RAM_BW, cpu_flop_per_cycle
 from toolkit.planner.speedmodel import (
     DEFAULTS,
     Place,
@@ -30,18 +30,16 @@ from toolkit.planner.speedmodel import (
 )
 
 #: Bounds per coefficient family (fractions of peak at most 1; seconds positive).
-_BOUNDS: dict[str, tuple[float, float]] = {"_s": (1e-7, 5e-3)}
+_SECONDS = (1e-7, 5e-3)
+_BYTES_PER_S = (5e10, 2e13)
 _FRACTION = (0.02, 1.0)
 #: Weight of the pull toward DEFAULTS (per coefficient, squared log2 distance).
 PRIOR = 0.02
 #: Share of an MoE model's active parameters in its routed experts, when the source does
 #: not say (Qwen3-30B-A3B 0.55, gpt-oss-20b 0.66 from their configs).
 EXPERT_ACTIVE_SHARE = 0.6
-_CPU_HZ = 3.0e9
 #: Prefill rates measured on shorter prompts are not used (llama-bench uses 512).
 MIN_PREFILL_TOKENS = 128
-#: Coefficients kept at their starting values (not fitted).
-FIXED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -55,8 +53,8 @@ class Measurement:
 
 def _bounds(name: str) -> tuple[float, float]:
     if name.endswith("_bps"):
-        return (5e10, 2e13)
-    return _BOUNDS["_s"] if name.endswith("_s") else _FRACTION
+        return _BYTES_PER_S
+    return _SECONDS if name.endswith("_s") else _FRACTION
 
 
 def _weights_bytes(m: Mapping[str, Any]) -> float | None:
@@ -118,7 +116,7 @@ def to_measurement(
     if cores:
         arm = any(w in str(hw.get("cpu", "")).lower() for w in ("arm", "apple", "qualcomm", "cix"))
         per, _ = cpu_flop_per_cycle(("neon",) if arm else ("avx2", "fma"))
-        cpu_flops = cores * per * _CPU_HZ
+        cpu_flops = cores * per * ASSUMED_CPU_HZ
     moe = bool(model.get("moe"))
     places: list[Place]
     handoff = 0
@@ -257,7 +255,7 @@ def fit(
 ) -> dict[str, float]:
     """Coefficients minimising the squared log2 error over `ms` (plus the prior)."""
     params = dict(start or DEFAULTS)
-    keys = [k for k in _used(ms) if k not in FIXED]
+    keys = _used(ms)
     for _ in range(rounds):
         before = _loss(ms, params)
         for k in keys:
@@ -341,7 +339,3 @@ def _quantile(xs: Sequence[float], q: float) -> float:
     i = int(pos)
     j = min(i + 1, len(xs) - 1)
     return xs[i] + (xs[j] - xs[i]) * (pos - i)
-
-
-def with_source(m: Measurement, source: str) -> Measurement:
-    return replace(m, source=source)

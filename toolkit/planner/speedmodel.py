@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
 
 #: Coefficients and their starting values (units in the names). The fit moves them in
 #: log space; `speed_params.json` holds the fitted values.
@@ -119,7 +118,6 @@ class SpeedCase:
     experts: int = 0
     experts_per_token: int = 0
     expert_share: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _gpu_rate(case: SpeedCase, bandwidth: float, p: dict[str, float]) -> float:
