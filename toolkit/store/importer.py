@@ -195,7 +195,7 @@ def _check_models(staged: _Staged, pinned: Pinned | None, replace_existing: bool
     is replaced by other content, each file matches what the local recipe pins for that
     variant, and a variant already in the store is replaced only on request. Returns the
     notes for what --replace replaced."""
-    from toolkit.store.hashing import git_blob_sha1, sha256_file
+    from toolkit.store.hashing import git_blob_sha1
 
     notes: list[str] = []
     for m in staged.manifest.get("models", []):
@@ -215,7 +215,7 @@ def _check_models(staged: _Staged, pinned: Pinned | None, replace_existing: bool
                     )
             if m["source"] != "hf":
                 dest = cache.pypi_dir(PypiSource(**m["pypi"])) / f["name"]
-                if dest.is_file() and sha256_file(dest) != f["sha256"] and not replace_existing:
+                if dest.is_file() and not _holds(dest, f) and not replace_existing:
                     raise _exists(vid, dest)
                 continue
             name = f.get("blob", f["sha256"])
@@ -224,7 +224,7 @@ def _check_models(staged: _Staged, pinned: Pinned | None, replace_existing: bool
             if len(name) == 40 and git_blob_sha1(src) != name:
                 raise _refuse(f"blob {name[:12]}… of {f['name']} is not its content's git hash")
             blob = cache.repo_folder(m["repo"]) / "blobs" / name
-            if blob.is_file() and sha256_file(blob) != f["sha256"]:
+            if blob.is_file() and not _holds(blob, f):
                 # A blob's name says what it holds; one that holds something else already
                 # is damage to report, not to paper over.
                 raise _refuse(f"the store's blob {blob} holds other content than its name")
@@ -238,6 +238,14 @@ def _check_models(staged: _Staged, pinned: Pinned | None, replace_existing: bool
             if not same:
                 notes.append(f"{vid}: replaced the files that were in the store (--replace)")
     return notes
+
+
+def _holds(path: Path, entry: dict[str, Any]) -> bool:
+    """The file at path has the manifest entry's size and sha256 (the size first: a file
+    of another size is not hashed)."""
+    from toolkit.store.hashing import sha256_file
+
+    return bool(path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"])
 
 
 def _exists(vid: str, path: Path | None) -> Conflict:
