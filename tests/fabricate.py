@@ -43,6 +43,7 @@ GGUF_ARCH = {
     "kimi_k2": "deepseek2",
     "gpt_oss": "gpt-oss",
     "glm4_moe": "glm4moe",
+    "granitemoehybrid": "granitehybrid",
 }
 ALIGN = 32
 
@@ -56,10 +57,20 @@ def _arch_metadata(w: Any, arch: Architecture, context_length: int) -> None:
     w.add_context_length(context_length)
     w.add_embedding_length(arch.hidden_size)
     w.add_block_count(arch.layers + arch.mtp_layers)
+    local = arch.local_attention
+    mamba = local.mamba if local is not None else None
     if arch.intermediate_size:
         w.add_feed_forward_length(arch.intermediate_size)
+    elif mamba is not None and arch.moe is not None:
+        # granitehybrid sizes its experts from feed_forward_length
+        w.add_feed_forward_length(arch.moe.expert_intermediate_size)
     w.add_head_count(arch.heads)
-    w.add_head_count_kv(arch.kv_heads if arch.mla is None else 1)
+    if mamba is not None:
+        # A layer is recurrent iff its head_count_kv is 0 (granite-hybrid.cpp)
+        glob = set(arch.global_layer_indices())
+        w.add_head_count_kv([arch.kv_heads if i in glob else 0 for i in range(arch.layers)])
+    else:
+        w.add_head_count_kv(arch.kv_heads if arch.mla is None else 1)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(1_000_000.0)
     w.add_vocab_size(arch.vocab_size)
@@ -95,7 +106,6 @@ def _arch_metadata(w: Any, arch: Architecture, context_length: int) -> None:
             w.add_interleave_moe_layer_step(moe.layer_step)
     if arch.mtp_layers:
         w.add_nextn_predict_layers(arch.mtp_layers)
-    local = arch.local_attention
     if local is not None and local.kind == "sliding" and local.window:
         w.add_sliding_window(local.window)
         if local.global_every is not None and local.global_first == local.global_every - 1:
@@ -103,6 +113,12 @@ def _arch_metadata(w: Any, arch: Architecture, context_length: int) -> None:
         else:
             glob = set(arch.global_layer_indices())
             w.add_sliding_window_pattern([i not in glob for i in range(arch.layers)])
+    if mamba is not None:
+        w.add_ssm_conv_kernel(mamba.conv_kernel)
+        w.add_ssm_state_size(mamba.state_size)
+        w.add_ssm_group_count(mamba.groups)
+        w.add_ssm_time_step_rank(mamba.heads)
+        w.add_ssm_inner_size(mamba.heads * mamba.head_dim)
     if local is not None and local.kind == "linear" and local.linear is not None:
         lin = local.linear
         w.add_ssm_conv_kernel(lin.conv_kernel)

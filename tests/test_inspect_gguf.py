@@ -256,3 +256,19 @@ def test_gemma3_without_a_pattern_key_uses_llama_cpp_s_period_of_6(tmp_path: Pat
     assert g.architecture.global_layer_indices() == (5, 11)
     local = g.architecture.local_attention
     assert local is not None and local.window == 512
+
+
+def test_mamba2_hybrid_layers_read_from_the_header(tmp_path: Path) -> None:
+    """granitehybrid: per-layer head_count_kv 0 marks the Mamba2 layers; the ssm.* keys size
+    them. Read back, the GGUF plans as the recipe it was written from."""
+    from toolkit.api.recipes import catalog
+    from toolkit.planner.kv import linear_state_bytes
+
+    arch = catalog().models["granite-4.0-h-tiny"].model.architecture
+    assert arch is not None
+    (path,) = write_gguf(tmp_path / "g.gguf", arch, ftype="Q4_K_M")
+    read = read_gguf(path).architecture
+    local = read.local_attention
+    assert local is not None and local.mamba == arch.local_attention.mamba  # type: ignore[union-attr]
+    assert read.global_layer_indices() == (5, 15, 25, 35)
+    assert linear_state_bytes(read) == linear_state_bytes(arch) == 36 * 1_612_800

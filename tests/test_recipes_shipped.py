@@ -69,6 +69,9 @@ EXPECTED_KV_F16: dict[str, int] = {
     "gemma-3-27b": 81_920,
     # Mistral Small (derived for the 24B shapes)
     "mistral-small-3.2": 163_840,
+    "devstral-small-2": 163_840,  # its text decoder: 40 x 2 x 8 x 128 x 2
+    # Granite 4.0 H: 4 attention layers of 40 (the rest Mamba2): 4 x 2 x 4 x 128 x 2
+    "granite-4.0-h-tiny": 8_192,
     "mistral-small-24b-2501": 163_840,
     # Llama 3.1 / 3.3
     "llama-3.1-8b": 131_072,
@@ -86,8 +89,7 @@ EXPECTED_KV_F16: dict[str, int] = {
 NO_ARCHITECTURE = {
     "deepseek-v4-flash": "compressed attention (CSA+HCA) not expressible",
     "deepseek-v4-flash-0731": "compressed attention (CSA+HCA) not expressible",
-    "devstral-small-2": "no source gives its config",
-    "devstral-2": "only an unverified third-party fixture",
+    "devstral-2": "no source gives its intermediate_size and vocab_size",
 }
 
 #: Families the catalog must cover (issue 2).

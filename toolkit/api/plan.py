@@ -66,8 +66,28 @@ def _from_recipes(name: str) -> tuple[list[ModelInput], str | None]:
     resolved = resolve(cat, name)
     models = _recipe_inputs(cat, resolved.entries)
     if not models:
-        raise NotFound(f"{name!r} has no architecture facts to plan with")
+        why = "; ".join(r.reason for r in unplanned(cat, resolved.entries))
+        raise NotFound(
+            f"{name!r} cannot be planned: {why}",
+            hint="plan a local copy or a hub repo instead: deploy plan ./model-dir",
+        )
     return models, resolved.variant_id
+
+
+def unplanned(cat: Any, entries: Any) -> list[Rejection]:
+    """Recipe models the planner cannot size (no architecture facts), each with why, so a
+    family plan names them instead of leaving them out."""
+    out = []
+    for entry in entries:
+        m = entry.model
+        if m.architecture is not None:
+            continue
+        twin = cat.models.get(m.same_architecture_as) if m.same_architecture_as else None
+        if twin is not None and twin.model.architecture is not None:
+            continue
+        note = f" ({m.note})" if m.note else ""
+        out.append(Rejection(m.id, None, f"no architecture facts in its recipe{note}"))
+    return out
 
 
 def task_models(task: str) -> list[ModelInput]:
@@ -237,12 +257,35 @@ def make_plans(
         if task is None:
             raise UsageError("name a MODEL or a --task", hint="deploy plan qwen3-coder")
         models = task_models(task)
+        skipped: list[Rejection] = []
     else:
         models, req = model_inputs(model, req)
+        skipped = _unplanned_of(model)
+    if req.vllm_version is None and hardware.source == "detected":
+        installed = installed_engine_versions(hardware).get("vllm")
+        if installed:
+            req = replace(req, vllm_version=installed[0])
     records = calibration if calibration is not None else _calibration(hardware)
     if engine_versions is None and calibration is None and records:
         engine_versions = installed_engine_versions(hardware)
-    return plan(models, hardware, req, records, engine_versions)
+    result = plan(models, hardware, req, records, engine_versions)
+    if skipped:
+        result = replace(result, unplanned=tuple(skipped))
+    return result
+
+
+def _unplanned_of(model: str) -> list[Rejection]:
+    """The recipe models MODEL names that have no architecture (none for files/repos)."""
+    if Path(model).expanduser().exists():
+        return []
+    from toolkit.api.recipes import catalog
+    from toolkit.catalog import resolve
+
+    cat = catalog()
+    try:
+        return unplanned(cat, resolve(cat, model).entries)
+    except NotFound:
+        return []
 
 
 def best_plan(
@@ -266,6 +309,9 @@ def does_not_fit(model: str, result: PlanResult) -> DoesNotFit:
     message = closest_message(c)
     if result.suggestion:
         message += f"; try {result.suggestion}"
+    if result.unplanned:
+        ids = ", ".join(r.variant_id for r in result.unplanned)
+        message += f"; not planned (no architecture facts): {ids}"
     return DoesNotFit(message, hint=_hint(model, result))
 
 
@@ -299,6 +345,18 @@ def _check_request(req: PlanRequest) -> None:
         raise UsageError("--gpu-mem-util must be in (0, 1]")
     if req.tp is not None and req.tp < 1:
         raise UsageError("--tp must be at least 1")
+    if req.dp is not None and not 1 <= req.dp <= 64:
+        raise UsageError("--dp must be between 1 and 64", hint="e.g. --dp 8 on 8 GPUs")
+    if req.vllm_version is not None:
+        from toolkit.planner import vllm_memory
+
+        v = vllm_memory.parse_version(req.vllm_version)
+        if v is None or not (0, 6, 0) <= v <= vllm_memory.NEWEST:
+            newest = vllm_memory.version_text(vllm_memory.NEWEST)
+            raise UsageError(
+                f"--vllm-version {req.vllm_version!r}: planned versions are 0.6 to {newest}",
+                hint="e.g. --vllm-version 0.11",
+            )
     if req.min_tok_s is not None and not 0 <= req.min_tok_s < 1e6:
         raise UsageError("--min-tok-s must be between 0 and 1e6", hint="e.g. --min-tok-s 10")
     if req.min_ctx is not None and not 1 <= req.min_ctx <= 1 << 24:
@@ -325,6 +383,25 @@ def estimate(
     return estimate_document(result)
 
 
+def _devices(memory: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": d.id,
+            "weights_bytes": d.weights_bytes,
+            "kv_cache_bytes": d.kv_cache_bytes,
+            "compute_bytes": d.compute_bytes,
+            "overhead_bytes": d.overhead_bytes,
+            "cache_bytes": d.cache_bytes,
+            "total_bytes": d.total_bytes,
+            "reclaimable_bytes": d.reclaimable_bytes,
+            "capacity_bytes": d.capacity_bytes,
+            "free_bytes": d.free_bytes,
+            "measured": list(d.measured),
+        }
+        for d in memory
+    ]
+
+
 def estimate_document(result: PlanResult) -> dict[str, Any]:
     plan = result.plans[0] if result.plans else None
     if plan is None:
@@ -335,6 +412,12 @@ def estimate_document(result: PlanResult) -> dict[str, Any]:
             "needs_bytes": c.needs_bytes if c else None,
             "have_bytes": c.have_bytes if c else None,
             "suggestion": result.suggestion,
+            # The configuration that came closest, device by device: what to change.
+            "variant_id": c.variant_id if c else None,
+            "engine": c.engine if c else None,
+            "placement": c.placement if c else None,
+            "devices": _devices(c.memory) if c else [],
+            "unplanned": [r.variant_id for r in result.unplanned],
         }
     return {
         "fits": True,
@@ -348,22 +431,7 @@ def estimate_document(result: PlanResult) -> dict[str, Any]:
         "kv_dtype": plan.kv_dtype,
         "weights_bytes": plan.weights_bytes,
         "kv_bytes_per_token": plan.kv_bytes_per_token,
-        "devices": [
-            {
-                "id": d.id,
-                "weights_bytes": d.weights_bytes,
-                "kv_cache_bytes": d.kv_cache_bytes,
-                "compute_bytes": d.compute_bytes,
-                "overhead_bytes": d.overhead_bytes,
-                "cache_bytes": d.cache_bytes,
-                "total_bytes": d.total_bytes,
-                "reclaimable_bytes": d.reclaimable_bytes,
-                "capacity_bytes": d.capacity_bytes,
-                "free_bytes": d.free_bytes,
-                "measured": list(d.measured),
-            }
-            for d in plan.memory
-        ],
+        "devices": _devices(plan.memory),
         "kv_tokens_capacity": plan.kv_tokens_capacity,
         "max_concurrency": plan.max_concurrency,
         "max_ctx": plan.max_ctx,

@@ -165,6 +165,7 @@ def plan_value_problem(plan: Plan) -> str | None:
         ranges += [
             ("vllm.tensor_parallel", plan.vllm.tensor_parallel, 1, 64),
             ("vllm.pipeline_parallel", plan.vllm.pipeline_parallel, 1, 64),
+            ("vllm.data_parallel", plan.vllm.data_parallel, 1, 64),
         ]
         util = plan.vllm.gpu_memory_utilization
         if not isinstance(util, (int, float)) or not 0 < util <= 1:

@@ -185,11 +185,24 @@ class LinearAttention(_Frozen):
     conv_kernel: PositiveInt
 
 
+class Mamba(_Frozen):
+    """Mamba2 layers (granite-4 hybrids, Nemotron-H, Falcon-H1): a fixed state per
+    sequence, heads × head_dim × state_size (SSM) plus a (conv_kernel − 1) window of the
+    heads·head_dim + 2·groups·state_size convolution channels."""
+
+    heads: PositiveInt
+    head_dim: PositiveInt
+    state_size: PositiveInt
+    groups: PositiveInt
+    conv_kernel: PositiveInt
+
+
 class LocalAttention(_Frozen):
     """Layers that do not keep a full-context KV cache.
 
     `kind`: sliding (window of `window` tokens), chunked (Llama 4: attention inside chunks
-    of `window` tokens) or linear (fixed state, see `linear`). The layers that DO keep a
+    of `window` tokens) or linear (fixed state: Gated DeltaNet `linear` or Mamba2
+    `mamba`). The layers that DO keep a
     full cache (global layers) are given either as `global_layers` (0-indexed) or as
     `global_every` + `global_first` (layer i is global when i >= first and
     (i - first) % every == 0).
@@ -201,6 +214,7 @@ class LocalAttention(_Frozen):
     global_every: PositiveInt | None = None
     global_first: NonNegInt = 0
     linear: LinearAttention | None = None
+    mamba: Mamba | None = None
 
     @model_validator(mode="after")
     def _check(self) -> LocalAttention:
@@ -208,8 +222,8 @@ class LocalAttention(_Frozen):
             raise ValueError("give exactly one of global_layers or global_every")
         if self.kind in ("sliding", "chunked") and self.window is None:
             raise ValueError(f"{self.kind} attention needs window")
-        if self.kind == "linear" and self.linear is None:
-            raise ValueError("linear attention needs linear")
+        if self.kind == "linear" and (self.linear is None) == (self.mamba is None):
+            raise ValueError("linear layers need exactly one of linear or mamba")
         return self
 
 

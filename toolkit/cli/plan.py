@@ -32,6 +32,15 @@ def settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--variant", help="A variant id (qwen3-coder-30b-a3b:q4_k_m)."),
         click.option("--kv-dtype", type=click.Choice(["f16", "bf16", "fp8", "q8_0", "q4_0"])),
         click.option("--tp", type=int, help="vLLM tensor-parallel size."),
+        click.option(
+            "--dp",
+            type=int,
+            help="vLLM data-parallel attention + expert parallel over N GPUs (MoE); 1 = TP only.",
+        ),
+        click.option(
+            "--vllm-version",
+            help="Plan vLLM memory as this version budgets it (default: installed, else newest).",
+        ),
         click.option("--gpu-mem-util", type=float, help="vLLM gpu_memory_utilization."),
         click.option("--ngl", type=int, help="llama.cpp layers on GPU (-ngl)."),
         click.option(
@@ -72,6 +81,8 @@ def _request(kw: dict[str, Any]) -> PlanRequest:
         variant=kw["variant"],
         kv_dtype=kw["kv_dtype"],
         tp=kw["tp"],
+        dp=kw["dp"],
+        vllm_version=kw["vllm_version"],
         gpu_mem_util=kw["gpu_mem_util"],
         ngl=kw["ngl"],
         n_cpu_moe=kw["n_cpu_moe"],
@@ -135,6 +146,8 @@ def _placement(p: Plan) -> str:
     assert p.vllm is not None
     if p.vllm.tensor_parallel > 1:
         s += f" TP{p.vllm.tensor_parallel}"
+    if p.vllm.data_parallel > 1:
+        s += f" DP{p.vllm.data_parallel}"
     if p.vllm.expert_parallel:
         s += "+EP"
     return s
@@ -221,6 +234,8 @@ def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
                 " then `deploy up --plan plan.json`",
                 soft_wrap=True,
             )
+    for r in result.unplanned:
+        out.print(f"not planned: {r.variant_id}: {r.reason}", soft_wrap=True)
     if show_all and result.rejections:
         out.print("\nrejected:")
         for r in result.rejections:

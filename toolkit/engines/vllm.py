@@ -100,7 +100,9 @@ def vllm_launch(
         argv += ["--tensor-parallel-size", str(s.tensor_parallel)]
     if s.pipeline_parallel > 1:
         argv += ["--pipeline-parallel-size", str(s.pipeline_parallel)]
-    if s.expert_parallel:
+    if s.data_parallel > 1:
+        argv += ["--data-parallel-size", str(s.data_parallel)]
+    if s.expert_parallel or s.data_parallel > 1:
         argv.append("--enable-expert-parallel")
     if not cpu:
         argv += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]

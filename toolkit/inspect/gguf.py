@@ -293,8 +293,13 @@ def layout_from_entries(
     repack = [0] * arch.layers
     repack_exp = [0] * arch.layers
     embedding = output = other = unloaded = repack_other = 0
+    embed_type = ""
+    head = False
     dtype: dict[str, int] = {}
     for name, type_name, nbytes, ndims in entries:
+        if name == "token_embd.weight":
+            embed_type = type_name
+        head = head or name == "output.weight"
         repacked = type_name in REPACK_TYPES and ndims >= 2 and name != "token_embd.weight"
         m = _LAYER.match(name)
         if m is not None:
@@ -319,6 +324,10 @@ def layout_from_entries(
             if repacked:
                 repack_other += nbytes
         dtype[type_name] = dtype.get(type_name, 0) + nbytes
+    if arch.tied_embeddings and not head and embed_type in REPACK_TYPES:
+        # Without an output tensor llama.cpp loads token_embd a second time as the head
+        # (TENSOR_DUPLICATED), and that copy is a matmul weight: it is repacked.
+        repack_other += embedding
     return table_layout(
         arch,
         per_layer=per_layer,

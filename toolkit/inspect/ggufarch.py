@@ -10,6 +10,9 @@ does the same and says so:
   layer, true = sliding). Llama 4 uses chunked attention of 8192 tokens with n = 4.
 - Qwen3-Next: layer i keeps a KV cache when (i + 1) % full_attention_interval == 0, the
   others are Gated DeltaNet layers sized by the `{arch}.ssm.*` keys.
+- Granite 4.0 H (granitehybrid): a layer is a Mamba2 layer when its per-layer
+  `attention.head_count_kv` is 0 (`hparams.is_recr`), sized by the `{arch}.ssm.*` keys
+  (time_step_rank = SSM heads, inner_size = heads × head_dim).
 - DeepSeek 2/3 (MLA): `key_length_mla` / `value_length_mla` hold the per-head dims when
   the file stores the absorbed form (key_length 576); older files only have key_length.
 - next-token-prediction blocks (`{arch}.nextn_predict_layers`) are counted in block_count
@@ -21,7 +24,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from toolkit.catalog.schema import Architecture, LinearAttention, LocalAttention, Mla, Moe
+from toolkit.catalog.schema import (
+    Architecture,
+    LinearAttention,
+    LocalAttention,
+    Mamba,
+    Mla,
+    Moe,
+)
 from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -35,6 +45,7 @@ _MODEL_TYPE = {
     "gpt-oss": "gpt_oss",
     "glm4moe": "glm4_moe",
     "minimax-m2": "minimax_m2",
+    "granitehybrid": "granitemoehybrid",
 }
 #: llama.cpp's hard-coded sliding-window period per architecture.
 _SWA_PERIOD = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2, "cohere2": 4}
@@ -57,7 +68,29 @@ def _int(meta: dict[str, Any], arch: str, key: str) -> int | None:
     return int(v) if isinstance(v, (int, float)) and v else None
 
 
+def _mamba2(arch: str, meta: dict[str, Any], layers: int) -> LocalAttention | None:
+    """Mamba2 hybrids (granitehybrid and the like): a layer is recurrent when its entry in
+    the per-layer `attention.head_count_kv` array is 0 (llama.cpp's is_recr rule)."""
+    kv = meta.get(f"{arch}.attention.head_count_kv")
+    if not isinstance(kv, list) or 0 not in kv[:layers]:
+        return None
+    heads = _int(meta, arch, "ssm.time_step_rank")
+    inner = _int(meta, arch, "ssm.inner_size")
+    state = _int(meta, arch, "ssm.state_size")
+    kernel = _int(meta, arch, "ssm.conv_kernel")
+    groups = _int(meta, arch, "ssm.group_count") or 1
+    if not (heads and inner and state and kernel):
+        raise UsageError(f"{arch} GGUF marks recurrent layers but lacks its ssm.* keys")
+    attn = tuple(i for i, n in enumerate(kv[:layers]) if n)
+    m = Mamba(
+        heads=heads, head_dim=inner // heads, state_size=state, groups=groups, conv_kernel=kernel
+    )
+    return LocalAttention(kind="linear", global_layers=attn, mamba=m)
+
+
 def _local_attention(arch: str, meta: dict[str, Any], layers: int) -> LocalAttention | None:
+    if arch == "granitehybrid":
+        return _mamba2(arch, meta, layers)
     if arch == "qwen3next":
         n = _int(meta, arch, "full_attention_interval") or 4
         inner = _int(meta, arch, "ssm.inner_size")

@@ -104,7 +104,23 @@ def _attention(arch: Architecture, p: str, h: int, wt: str) -> list[TensorSpec]:
 
 def _linear_attention(arch: Architecture, p: str, h: int, wt: str) -> list[TensorSpec]:
     local = arch.local_attention
-    assert local is not None and local.linear is not None
+    assert local is not None
+    if local.mamba is not None:
+        # Mamba2 mixer (src/models/granite-hybrid.cpp load_arch_tensors)
+        m = local.mamba
+        inner = m.heads * m.head_dim
+        conv = inner + 2 * m.groups * m.state_size
+        return [
+            TensorSpec(f"{p}.ssm_in.weight", (h, inner + conv + m.heads), wt),
+            TensorSpec(f"{p}.ssm_conv1d.weight", (m.conv_kernel, conv), "F32"),
+            TensorSpec(f"{p}.ssm_conv1d.bias", (conv,), "F32"),
+            TensorSpec(f"{p}.ssm_dt.bias", (m.heads,), "F32"),
+            TensorSpec(f"{p}.ssm_a", (1, m.heads), "F32"),
+            TensorSpec(f"{p}.ssm_d", (1, m.heads), "F32"),
+            TensorSpec(f"{p}.ssm_norm.weight", (inner // m.groups, m.groups), "F32"),
+            TensorSpec(f"{p}.ssm_out.weight", (inner, h), wt),
+        ]
+    assert local.linear is not None
     lin = local.linear
     k = lin.key_heads * lin.key_head_dim
     v = lin.value_heads * lin.value_head_dim
@@ -241,6 +257,16 @@ GGML_BLOCKS: dict[str, tuple[int, int]] = {
     "IQ4_NL": (32, 18),
     "IQ4_XS": (256, 136),
     "MXFP4": (32, 17),
+    # ggml's type_traits (ggml/src/ggml.c), llama.cpp 0c1e570
+    "IQ1_S": (256, 50),
+    "IQ1_M": (256, 56),
+    "IQ2_XXS": (256, 66),
+    "IQ2_XS": (256, 74),
+    "IQ2_S": (256, 82),
+    "IQ3_XXS": (256, 98),
+    "IQ3_S": (256, 110),
+    "TQ1_0": (256, 54),
+    "TQ2_0": (256, 66),
 }
 
 

@@ -68,8 +68,11 @@ class WeightLayout:
 #: (llama-cpp-python 0.3.36 sdist, GGML_NATIVE=OFF, x86-64 AVX2) with
 #: scripts/bench/planner_accuracy.py: the logged CPU_REPACK buffer equalled the bytes of
 #: the Q4_0 and Q4_K tensors other than token_embd (read by row lookup, never repacked);
-#: Q8_0, Q4_1, Q5_0, Q5_K and Q6_K tensors were not repacked.
-REPACK_TYPES: frozenset[str] = frozenset({"Q4_0", "Q4_K"})
+#: Q8_0, Q4_1, Q5_0, Q5_K and Q6_K tensors were not repacked. IQ4_NL and MXFP4 (gpt-oss's
+#: experts included) are repacked too (ggml-cpu/repack.cpp: iq4_nl_8x8, mxfp4_8x8 on
+#: AVX2; checked on the real server in tests/test_planner_llamacpp.py). Q2_K is repacked
+#: only by AVX-512 builds, which deploy does not make.
+REPACK_TYPES: frozenset[str] = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
 
 
 def compute_active_bytes(

@@ -9,7 +9,8 @@ checkpoint holds), so totals land within a fraction of a percent of published fi
   sinks and biases for gpt-oss); MLA (DeepSeek V3, Kimi K2) `q_a/q_b` (or `q_proj` when
   there is no `q_lora_rank`), `kv_a_proj_with_mqa`, `kv_b_proj`, `o_proj` and their norms;
 - linear-attention (Gated DeltaNet) layers: `in_proj_qkvz`, `in_proj_ba`, `conv1d`,
-  `A_log`, `dt_bias`, gated norm, `out_proj`;
+  `A_log`, `dt_bias`, gated norm, `out_proj`; Mamba2 layers: `in_proj` (z, x, B, C, dt),
+  `conv1d` with bias, `dt_bias`, `A_log`, `D`, gated norm, `out_proj`;
 - FFN: gated (gate, up, down) `3 × hidden × intermediate`; MoE layers: router,
   `experts × 3 × hidden × expert_intermediate`, shared experts (+ Qwen's shared-expert
   gate); dense-first layers (`first_dense_layers`) and `layer_step` (layer i is MoE when
@@ -108,7 +109,22 @@ def _attention_params(arch: Architecture, *, linear: bool) -> int:
     mt = arch.model_type
     if linear:
         local = arch.local_attention
-        assert local is not None and local.linear is not None
+        assert local is not None
+        if local.mamba is not None:
+            # Mamba2 mixer (transformers Mamba2Mixer / GraniteMoeHybridMambaLayer): in_proj
+            # to z, x, B, C and dt; a depthwise conv1d with bias over x, B, C; dt_bias,
+            # A_log and D per head; a gated RMS norm; out_proj.
+            m = local.mamba
+            inner = m.heads * m.head_dim
+            conv_dim = inner + 2 * m.groups * m.state_size
+            return (
+                h * (inner + conv_dim + m.heads)  # in_proj
+                + conv_dim * (m.conv_kernel + 1)  # conv1d weight and bias
+                + 3 * m.heads  # dt_bias, A_log, D
+                + inner  # norm
+                + inner * h  # out_proj
+            )
+        assert local.linear is not None
         lin = local.linear
         key_dim = lin.key_heads * lin.key_head_dim
         value_dim = lin.value_heads * lin.value_head_dim

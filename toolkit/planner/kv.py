@@ -54,21 +54,35 @@ def local_kv_bytes(arch: Architecture, ctx: int, kv_dtype: str = "f16") -> float
     return n_local * tokens * _per_layer_token_elems(arch) * _dtype_bytes(kv_dtype)
 
 
-def linear_state_bytes(arch: Architecture, state_dtype_bytes: float = 4.0) -> float:
-    """Fixed recurrent + convolution state per sequence of the linear-attention layers.
+def linear_layer_state_bytes(arch: Architecture, dtype_bytes: float = 4.0) -> float:
+    """Fixed state per sequence of ONE linear layer (0 for models without them).
 
-    Gated DeltaNet keeps, per layer, a (value_heads × key_head_dim × value_head_dim)
-    recurrent state and a (conv_kernel − 1) window of the q/k/v projections.
+    Gated DeltaNet: a (value_heads × key_head_dim × value_head_dim) recurrent state and a
+    (conv_kernel − 1) window of the q/k/v projections. Mamba2: a (heads × head_dim ×
+    state_size) SSM state and a (conv_kernel − 1) window of heads·head_dim +
+    2·groups·state_size channels (llama.cpp: n_embd_s and n_embd_r, src/llama-hparams.cpp).
     """
     local = arch.local_attention
-    if local is None or local.kind != "linear" or local.linear is None:
+    if local is None or local.kind != "linear":
         return 0.0
+    if local.mamba is not None:
+        m = local.mamba
+        inner = m.heads * m.head_dim
+        return (
+            inner * m.state_size + (m.conv_kernel - 1) * (inner + 2 * m.groups * m.state_size)
+        ) * dtype_bytes
     lin = local.linear
-    n_linear = arch.layers - len(arch.global_layer_indices())
+    assert lin is not None
     recurrent = lin.value_heads * lin.key_head_dim * lin.value_head_dim
     conv_dim = 2 * lin.key_heads * lin.key_head_dim + lin.value_heads * lin.value_head_dim
     conv = (lin.conv_kernel - 1) * conv_dim
-    return n_linear * (recurrent + conv) * state_dtype_bytes
+    return (recurrent + conv) * dtype_bytes
+
+
+def linear_state_bytes(arch: Architecture, state_dtype_bytes: float = 4.0) -> float:
+    """Fixed state per sequence of all the linear layers (f32 in llama.cpp)."""
+    n_linear = arch.layers - len(arch.global_layer_indices())
+    return n_linear * linear_layer_state_bytes(arch, state_dtype_bytes)
 
 
 def kv_bytes(arch: Architecture, ctx: int, sequences: int = 1, kv_dtype: str = "f16") -> int:

@@ -6,12 +6,10 @@ llama.cpp (what it logs at start: model / KV / compute buffer sizes per backend)
   (src/llama-kv-cache-iswa.cpp); linear-attention layers hold a fixed state per sequence.
 - Compute buffer: the attention mask plus the largest phase of the worst-case prompt
   graph (see `llamacpp_compute_bytes`), checked against the engine's own logs.
-vLLM (GPU): see `vllm_terms`.
+vLLM (GPU): see `toolkit.planner.vllm_memory`.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from toolkit.catalog.schema import Architecture
 from toolkit.planner.kv import KV_DTYPE_BYTES, linear_state_bytes
@@ -149,7 +147,25 @@ def llamacpp_compute_bytes(
     ffn = 4 * ub * (3 * n_ff + 3 * n_embd)
     outs = ub if n_outputs is None else min(n_outputs, ub)
     out = 4 * outs * arch.vocab_size + 4 * ub * n_embd if with_output else 0
-    return int(mask + max(attn, ffn, out))
+    return int(mask + max(attn, ffn, out, _mamba_phase(arch, ub, slots)))
+
+
+def _mamba_phase(arch: Architecture, ub: int, slots: int) -> int:
+    """A Mamba2 layer's working set (llm_build_mamba_base, f32): per token the in_proj
+    output (z, x, B, C, dt) and four inner-width tensors (scan output, the D skip, the
+    gate, the group norm); per sequence about four copies of the SSM state (the scan's
+    state output and its copies). Fitted on llama-server logs of four fabricated
+    granitehybrid shapes at ubatch 256 and 512: within 8 % there, 10 % in
+    tests/test_planner_llamacpp.py, and 14 % low for Granite-4.0-H-Tiny's own shape
+    (50.6 MiB predicted, 59.0 logged at ubatch 512 with flash-attn): an approximation of
+    ggml's allocator, not a derivation."""
+    local = arch.local_attention
+    if local is None or local.mamba is None:
+        return 0
+    m = local.mamba
+    inner = m.heads * m.head_dim
+    in_proj = 2 * inner + 2 * m.groups * m.state_size + m.heads
+    return 4 * (ub * (in_proj + 4 * inner) + 4 * m.state_size * inner * max(1, slots))
 
 
 def llamacpp_host_compute_bytes(arch: Architecture, *, ubatch: int) -> int:
@@ -220,134 +236,3 @@ def llamacpp_checkpoint_bytes(arch: Architecture, *, n_ctx: int, slots: int, kv_
     if "linear" in kinds:
         total += linear_state_bytes(arch)
     return int(total)
-
-
-# --- vLLM --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VllmTerms:
-    """vLLM's memory-profiling terms for one GPU (bytes)."""
-
-    budget: int
-    weights: int
-    activation: int
-    non_torch: int
-    cuda_graphs: int
-    kv_cache: int
-    kv_bytes_per_token: int
-    kv_tokens: int
-
-
-def _high_end(gpu_total_bytes: int, gpu_name: str) -> bool:
-    return gpu_total_bytes >= 70 * GiB and "a100" not in gpu_name.lower()
-
-
-def default_batched_tokens(gpu_total_bytes: int, gpu_name: str = "") -> int:
-    """vLLM's default max_num_batched_tokens for the OpenAI server: 8192 on GPUs with
-    ≥ 70 GiB that are not A100 (H100/H200/MI300 class), else 2048
-    (vllm/engine/arg_utils.py, EngineArgs.get_batch_defaults)."""
-    return 8192 if _high_end(gpu_total_bytes, gpu_name) else 2048
-
-
-def default_max_num_seqs(gpu_total_bytes: int, gpu_name: str = "") -> int:
-    """vLLM's default max_num_seqs for the OpenAI server: 1024 on the same GPUs, else 256."""
-    return 1024 if _high_end(gpu_total_bytes, gpu_name) else 256
-
-
-def vllm_activation_bytes(
-    arch: Architecture, *, batched_tokens: int, max_num_seqs: int, tp: int, act_bytes: int = 2
-) -> int:
-    """Peak activation of vLLM's profiling forward pass on one GPU.
-
-    Dense: batched_tokens × (3·intermediate/tp + 3·hidden) × 2 bytes (MLP gate/up output,
-    activation, residual stream), fitted on published RTX 3090 logs of Llama-3.1-8B
-    (2.07 GiB at 20,000 tokens, 2.99 GiB at 29,000: 111 kB/token; formula 110.6 kB).
-    MoE (fused_moe workspaces): batched_tokens × top_k × (3·n_ff_exp/tp + hidden) × 2.
-    Plus the sampler's logits for max_num_seqs sequences in fp32 (×2: logits and probs).
-    """
-    h = arch.hidden_size
-    if arch.moe is not None:
-        per_tok = arch.moe.experts_per_token * (3 * arch.moe.expert_intermediate_size / tp + h)
-        per_tok += 3 * h
-    else:
-        per_tok = 3 * (arch.intermediate_size or 4 * h) / tp + 3 * h
-    tokens = batched_tokens * per_tok * act_bytes
-    logits = max_num_seqs * arch.vocab_size * 4 * 2
-    return int(tokens + logits)
-
-
-#: Memory outside PyTorch's allocator on one GPU (CUDA context, cuBLAS/NCCL workspaces),
-#: as vLLM's profiler reports it. Single GPU: 0.2 GiB (published 0.20 GiB on a 24 GiB
-#: card, vllm#14447). With TP/PP the NCCL and custom all-reduce buffers add more.
-def vllm_non_torch_bytes(world_size: int) -> int:
-    if world_size <= 1:
-        return int(0.2 * GiB)
-    return int(0.2 * GiB + 0.5 * GiB)
-
-
-def vllm_cuda_graph_bytes(arch: Architecture, *, enforce_eager: bool, max_num_seqs: int) -> int:
-    """CUDA graphs are captured after the KV pool is allocated, in the headroom that
-    gpu_memory_utilization leaves. Estimate scaled by layers × hidden size from a published
-    log: Llama-3.2-1B (16 layers, hidden 2048), 35 batch shapes, "Graph capturing finished
-    in 14 secs, took 0.21 GiB" (vllm-project/vllm#11349). Fewer shapes when max_num_seqs
-    is below 256."""
-    if enforce_eager:
-        return 0
-    shapes = min(1.0, max_num_seqs / 256)
-    return int(0.21 * GiB * arch.layers * arch.hidden_size / (16 * 2048) * max(shapes, 0.25))
-
-
-def vllm_kv_bytes_per_token(arch: Architecture, *, tp: int, pp: int, kv_dtype: str) -> int:
-    """Bytes per token of KV on one GPU: kv heads split over TP (replicated when TP exceeds
-    them); MLA latents are replicated; layers split over PP. Sliding-window layers are
-    charged at full rate (vLLM pages them, the pool still sizes by the full layer count
-    of the largest group); linear layers hold no per-token KV."""
-    kinds = layer_kinds(arch)
-    cached = sum(1 for k in kinds if k != "linear")
-    per_stage = -(-cached // pp)
-    if arch.mla is not None:
-        elems = layer_token_elems(arch)
-    else:
-        heads = max(1, arch.kv_heads // tp) if tp <= arch.kv_heads else 1
-        elems = 2 * heads * arch.head_dim
-    return int(per_stage * elems * KV_DTYPE_BYTES[kv_dtype])
-
-
-def vllm_terms(
-    arch: Architecture,
-    *,
-    gpu_total: int,
-    weights_per_gpu: int,
-    util: float,
-    tp: int,
-    pp: int,
-    kv_dtype: str,
-    batched_tokens: int,
-    max_num_seqs: int,
-    enforce_eager: bool = False,
-    block_size: int = 16,
-) -> VllmTerms:
-    """vLLM (V1) on one GPU: budget = util × total; KV pool = budget − weights − activation
-    peak − non-torch memory; tokens = whole blocks of `block_size` the pool holds."""
-    budget = int(util * gpu_total)
-    act = vllm_activation_bytes(
-        arch, batched_tokens=batched_tokens, max_num_seqs=max_num_seqs, tp=tp
-    )
-    non_torch = vllm_non_torch_bytes(tp * pp)
-    graphs = vllm_cuda_graph_bytes(arch, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs)
-    kv = budget - weights_per_gpu - act - non_torch
-    per_tok = vllm_kv_bytes_per_token(arch, tp=tp, pp=pp, kv_dtype=kv_dtype)
-    tokens = 0
-    if kv > 0 and per_tok > 0:
-        tokens = kv // (per_tok * block_size) * block_size
-    return VllmTerms(
-        budget=budget,
-        weights=weights_per_gpu,
-        activation=act,
-        non_torch=non_torch,
-        cuda_graphs=graphs,
-        kv_cache=kv,
-        kv_bytes_per_token=per_tok,
-        kv_tokens=tokens,
-    )

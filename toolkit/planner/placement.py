@@ -4,7 +4,8 @@ llama.cpp: the last `-ngl` layers run on GPUs (the output head too when ngl > la
 split across GPUs in contiguous ranges by `--tensor-split`; `--n-cpu-moe N` keeps the
 routed experts of the first N layers in RAM; the token embedding always stays in RAM;
 KV of a layer lives where the layer runs. vLLM: every tensor sharded over TP ranks, layers
-over PP stages; see memory.vllm_terms.
+over PP stages, or attention replicated over DP ranks with the experts spread; see
+vllm_memory.vllm_terms.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from toolkit.catalog.schema import Architecture
 from toolkit.hardware.model import Gpu, Hardware
 from toolkit.inspect.layout import WeightLayout
 from toolkit.planner import memory as mem
-from toolkit.planner.kv import linear_state_bytes
+from toolkit.planner import vllm_memory as vm
 from toolkit.planner.speed import DEFAULT_RAM_BW, Part
 from toolkit.planner.types import DeviceMemory
 
@@ -53,6 +54,8 @@ class Evaluated:
     tensor_split: tuple[float, ...] = ()
     tp: int = 1
     pp: int = 1
+    #: vLLM data-parallel attention replicas (with expert parallelism).
+    dp: int = 1
     ep: bool = False
     util: float = 0.9
     kv_tokens: int | None = None
@@ -64,6 +67,9 @@ class Evaluated:
     have: int = 0
     ctx_checkpoints: int | None = None
     cache_ram_mib: int | None = None
+    #: vLLM GPU: the version's memory terms and the longest context per sequence.
+    vllm_terms: vm.VllmTerms | None = None
+    max_ctx: int | None = None
 
 
 def ram_capacity(hw: Hardware) -> int:
@@ -384,76 +390,100 @@ def vllm_gpu(
     kv_dtype: str,
     batched_tokens: int | None,
     kv_read_ctx: int,
+    version: vm.Version = vm.NEWEST,
+    dp: int = 1,
 ) -> Evaluated:
-    used = gpus[: tp * pp]
+    """vLLM on `tp × pp` GPUs, or `dp` data-parallel replicas of the attention with the
+    experts spread over all of them (`dp > 1`, expert parallel, TP 1 each). With DP
+    every rank holds the whole attention and its own KV pool, so one request's context
+    is what one rank's pool holds, and the replicas serve requests side by side."""
+    used = gpus[: tp * pp * dp]
     total = min(g.total_bytes for g in used)
     free = min(g.free_bytes for g in used)
-    bt = batched_tokens or mem.default_batched_tokens(total, used[0].name)
-    seqs = mem.default_max_num_seqs(total, used[0].name)
-    w_gpu = -(-layout.total_bytes // (tp * pp))
-    terms = mem.vllm_terms(
+    if dp > 1:
+        experts = sum(layout.expert_bytes_per_layer)
+        w_gpu = layout.total_bytes - experts + -(-experts // dp)
+    else:
+        w_gpu = -(-layout.total_bytes // (tp * pp))
+    terms = vm.vllm_terms(
         arch,
         gpu_total=total,
+        gpu_name=used[0].name,
         weights_per_gpu=w_gpu,
         util=util,
         tp=tp,
         pp=pp,
         kv_dtype=kv_dtype,
-        batched_tokens=bt,
-        max_num_seqs=seqs,
+        version=version,
+        batched_tokens=batched_tokens,
+        max_model_len=ctx,
     )
     reasons: list[str] = []
-    # Hybrid models (Gated DeltaNet): a fixed recurrent state per sequence, split over TP.
-    state = int(linear_state_bytes(arch) / tp / pp)
     if terms.budget > free:
         reasons.append(
             f"gpu_memory_utilization {util:.2f} × {total / GiB:.1f} GiB = "
             f"{terms.budget / GiB:.1f} GiB exceeds the {free / GiB:.1f} GiB free"
         )
     kv = max(0, terms.kv_cache)
-    max_conc = terms.kv_tokens / ctx if ctx else None
+    # Requests per rank: DP spreads them over the replicas.
+    per_rank = -(-concurrency // dp)
+    longest = terms.max_length(per_rank)
+    max_conc = None
+    if ctx:
+        per_req = terms.layout.request_blocks(ctx, terms.max_num_batched_tokens)
+        max_conc = dp * terms.layout.blocks(kv) / per_req if per_req else None
     if terms.kv_cache <= 0:
         reasons.append(
             f"weights {w_gpu / GiB:.1f} GiB + activations {terms.activation / GiB:.1f} GiB per "
             f"GPU leave no KV cache in {terms.budget / GiB:.1f} GiB"
         )
-    elif terms.kv_tokens < ctx * concurrency:
+    elif longest < ctx:
+        hold = f"{per_rank} × ctx {ctx:,}" if per_rank > 1 else f"ctx {ctx:,}"
         reasons.append(
-            f"KV pool holds {terms.kv_tokens:,} tokens per GPU group, needs "
-            f"{ctx * concurrency:,} (ctx {ctx:,} × {concurrency})"
-        )
-    elif (
-        state
-        and terms.kv_cache < terms.kv_bytes_per_token * ctx * concurrency + state * concurrency
-    ):
-        reasons.append(
-            f"KV pool {kv / GiB:.1f} GiB cannot hold {concurrency} × ctx {ctx:,} plus the "
-            f"linear-attention state ({state / MiB:.0f} MiB per sequence)"
+            f"KV pool {kv / GiB:.1f} GiB per GPU holds {longest:,} tokens per sequence, "
+            f"needs {hold}"
         )
     devices = []
     parts = []
-    stage_read = (layout.active_bytes or layout.total_bytes) / pp
+    active = layout.active_bytes or layout.total_bytes
+    stage_read = active / pp
     notes: list[str] = []
-    if terms.budget + terms.cuda_graphs > free and terms.budget <= free:
+    graphs_outside = 0 if terms.graphs_in_budget else terms.cuda_graphs
+    if terms.budget + graphs_outside > free and terms.budget <= free:
         notes.append(
             f"CUDA graphs (~{terms.cuda_graphs / GiB:.1f} GiB, estimated) may not fit beside "
             f"the {terms.budget / GiB:.1f} GiB budget in {free / GiB:.1f} GiB free; if capture "
             "fails, lower --gpu-mem-util"
         )
+    graphs_charged = terms.cuda_graphs if terms.graphs_in_budget else 0
     for g in used:
         devices.append(
             DeviceMemory(
                 g.device_id,
                 w_gpu,
                 kv,
-                terms.activation,
+                terms.activation + graphs_charged,
                 terms.non_torch,
-                w_gpu + kv + terms.activation + terms.non_torch,
+                w_gpu + kv + terms.activation + graphs_charged + terms.non_torch,
                 terms.budget,
                 free_bytes=g.free_bytes,
             )
         )
-    for s in range(pp):
+    if dp > 1:
+        # Each replica reads the attention and shared weights for its own streams; the
+        # routed experts a step touches are spread over every GPU.
+        moe = arch.moe
+        routed = 0
+        if moe is not None and moe.experts:
+            routed = int(sum(layout.expert_bytes_per_layer) * moe.experts_per_token / moe.experts)
+        routed = min(routed, active)
+        kv_read = terms.kv_bytes_per_token * kv_read_ctx
+        g0 = used[0]
+        parts.append(
+            Part(f"{g0.device_id} (attention)", active - routed + kv_read, g0.bandwidth_bytes_s)
+        )
+        parts.append(Part(f"experts over {dp} GPUs", routed, g0.bandwidth_bytes_s, ranks=dp))
+    for s in range(pp if dp == 1 else 0):
         kv_read = terms.kv_bytes_per_token * kv_read_ctx * tp
         g0 = used[s * tp]
         parts.append(
@@ -464,11 +494,14 @@ def vllm_gpu(
                 ranks=tp,
             )
         )
-    need_total = w_gpu + terms.activation + terms.non_torch
-    need_total += terms.kv_bytes_per_token * ctx * concurrency
-    shortfall = max(0, need_total - min(terms.budget, free)) * tp * pp
+    need_total = w_gpu + terms.activation + terms.non_torch + graphs_charged
+    need_total += terms.kv_bytes_per_token * ctx * per_rank
+    n = tp * pp * dp
+    shortfall = max(0, need_total - min(terms.budget, free)) * n
     placement = "gpu"
-    if pp > 1:
+    if dp > 1:
+        placement = "data_parallel"
+    elif pp > 1:
         placement = "pipeline_parallel"
     elif tp > 1:
         placement = "tensor_parallel"
@@ -480,14 +513,17 @@ def vllm_gpu(
         parts=parts,
         tp=tp,
         pp=pp,
-        ep=ep,
+        dp=dp,
+        ep=ep or dp > 1,
         util=util,
         notes=notes,
         kv_tokens=terms.kv_tokens,
         max_concurrency=max_conc,
         shortfall=shortfall,
-        needs=need_total * tp * pp,
-        have=min(terms.budget, free) * tp * pp,
+        needs=need_total * n,
+        have=min(terms.budget, free) * n,
+        vllm_terms=terms,
+        max_ctx=longest,
     )
 
 
@@ -503,7 +539,9 @@ def vllm_cpu(
 ) -> Evaluated:
     """vLLM CPU backend: fp32 weights (layout at 32 bit), KV space set explicitly in whole
     GiB (VLLM_CPU_KVCACHE_SPACE), process overhead measured on this kind of machine."""
-    per_tok = mem.vllm_kv_bytes_per_token(arch, tp=1, pp=1, kv_dtype=kv_dtype)
+    per_tok = int(
+        vm.kv_layout(arch, version=vm.NEWEST, tp=1, pp=1, kv_dtype=kv_dtype).bytes_per_token()
+    )
     need_kv = per_tok * ctx * concurrency
     kv_space = max(1, -(-need_kv // GiB)) * GiB
     total = layout.total_bytes + kv_space + VLLM_CPU_OVERHEAD

@@ -11,7 +11,7 @@ from dataclasses import replace
 from toolkit.hardware.model import Hardware
 from toolkit.inspect.layout import WeightLayout
 from toolkit.inspect.params import is_moe_layer
-from toolkit.planner import compat, placement, rank, search
+from toolkit.planner import compat, placement, rank, search, vllm_memory
 from toolkit.planner import memory as mem
 from toolkit.planner.calibrate import EngineVersions, apply_calibration
 from toolkit.planner.inputs import ModelInput, VariantInput
@@ -158,6 +158,7 @@ def _plan(
         vllm = VllmSettings(
             tensor_parallel=e.tp,
             pipeline_parallel=e.pp,
+            data_parallel=e.dp,
             expert_parallel=e.ep,
             gpu_memory_utilization=e.util,
             max_num_batched_tokens=req.max_num_batched_tokens,
@@ -167,9 +168,25 @@ def _plan(
             kv_cache_bytes=e.kv_space,
             enforce_eager=on_cpu,
             device="cpu" if on_cpu else "cuda",
+            version=None
+            if e.vllm_terms is None
+            else vllm_memory.version_text(e.vllm_terms.version),
+            memory_terms=None if e.vllm_terms is None else vllm_memory.describe(e.vllm_terms),
         )
-        if e.ep:
+        if e.dp > 1:
+            notes.append(
+                f"data parallel × {e.dp} with expert parallel: each GPU holds the attention "
+                "and its own KV cache for the requests it serves; experts spread over all"
+            )
+        elif e.ep:
             notes.append("expert parallel: experts spread over GPUs, attention TP")
+        if e.vllm_terms is not None:
+            t = e.vllm_terms
+            notes.append(
+                f"vLLM {vllm_memory.version_text(t.version)} memory accounting "
+                f"(max_num_batched_tokens {t.max_num_batched_tokens:,}, max_num_seqs "
+                f"{t.max_num_seqs}); plan another version with --vllm-version"
+            )
     kv_tok = int(global_kv_bytes_per_token(model.arch, kv_dtype))
     return Plan(
         model_id=model.id,
@@ -245,8 +262,11 @@ def speed_case(
         layers=arch.layers,
         moe_layers=moe_layers,
         handoff_layers=handoff,
-        tp=e.tp,
-        concurrency=conc,
+        # Data parallel: each replica serves its share of the streams, and the experts'
+        # all-to-all costs what a TP all-reduce over the same GPUs does.
+        tp=e.tp if e.dp == 1 else e.dp,
+        concurrency=conc if e.dp == 1 else -(-conc // e.dp),
+        replicas=e.dp,
         flops_per_token=2 * active_params,
         gpu_flops=per_gpu * max(1, e.tp) if per_gpu else None,
         cpu_flops=cpu_flops(hw.host)[0],
@@ -322,8 +342,7 @@ def _evaluate(
             return None, Rejection(v.id, engine, found)
         if not found.fits:
             return None, _reject(v, engine, found)
-        conc = max(1, req.concurrency)
-        max_ctx = min(model.native_ctx, (found.kv_tokens or 0) // conc)
+        max_ctx = min(model.native_ctx, found.max_ctx or 0)
         return _plan(
             model, v, info, layout, engine, found, verdict, hw, req, ctx, kv_dtype, max_ctx, notes
         ), None
@@ -366,7 +385,15 @@ def _evaluate(
 def _reject(v: VariantInput, engine: Engine, e: Evaluated) -> Rejection:
     where = {"cpu": "in RAM", "gpu": "on one GPU"}.get(e.placement, f"as {e.placement}")
     reason = f"does not fit {where}: " + "; ".join(e.reasons)
-    return Rejection(v.id, engine, reason, needs_bytes=e.needs, have_bytes=e.have)
+    return Rejection(
+        v.id,
+        engine,
+        reason,
+        needs_bytes=e.needs,
+        have_bytes=e.have,
+        placement=e.placement,
+        memory=tuple(e.devices),
+    )
 
 
 def floors(model: ModelInput, req: PlanRequest) -> rank.Floors:

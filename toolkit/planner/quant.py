@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toolkit.inspect.ggufmix import FTYPE_DEFAULT, GGML_BLOCKS
-from toolkit.inspect.quant import FORMAT_BITS, GGUF_MIX_BITS
+from toolkit.inspect.quant import FORMAT_BITS, GGUF_IQ_BITS, GGUF_MIX_BITS
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,9 @@ def _gguf_info(q: str, base: str) -> QuantInfo:
     bits = _gguf_bits(base)
     assert bits is not None
     ftype = q.upper() if q.upper() in FTYPE_DEFAULT else None
+    if q == "mxfp4":
+        # MXFP4 GGUFs (gpt-oss) are llama-quantize's MXFP4_MOE: experts MXFP4, rest Q8_0
+        ftype = "MXFP4_MOE"
     if base == q:
         basis = f"GGUF {base.upper()} blocks"
         return QuantInfo(q, "gguf", bits, bits, basis=basis, gguf_ftype=ftype)
@@ -86,7 +89,21 @@ def _gguf_info(q: str, base: str) -> QuantInfo:
         bpw = GGUF_MIX_BITS.get(q, bits)
         basis = f"llama-quantize's per-tensor {ftype} choice replayed on the architecture"
         return QuantInfo(q, "gguf", bpw, bpw, estimate=True, basis=basis, gguf_ftype=ftype)
+    stated = _stated_mix(q)
+    if stated is not None:
+        return stated
     basis = f"GGUF {base.upper()} blocks (mix: estimate)"
+    return QuantInfo(q, "gguf", bits, bits, estimate=True, basis=basis)
+
+
+def _stated_mix(q: str) -> QuantInfo | None:
+    """A mix without a replayable rule (unsloth's UD-IQ1_M …): the average bits
+    llama-quantize states for the plain mix of that name, as an estimate."""
+    plain = q.removeprefix("ud-")
+    bits = GGUF_MIX_BITS.get(plain) or GGUF_IQ_BITS.get(plain)
+    if bits is None:
+        return None
+    basis = f"llama-quantize's stated {plain.upper()} average ({bits:.2f} bpw; mix: estimate)"
     return QuantInfo(q, "gguf", bits, bits, estimate=True, basis=basis)
 
 
@@ -98,7 +115,9 @@ def quant_info(quant: str, fmt: str | None = None) -> QuantInfo | None:
     q = quant.lower()
     if fmt == "gguf" or (fmt is None and q not in FORMAT_BITS):
         base = _gguf_base(q)
-        return _gguf_info(q, base) if base is not None else None
+        if base is None:
+            return _stated_mix(q)
+        return _gguf_info(q, base)
     key = fmt if fmt is not None else q
     if key in FORMAT_BITS:
         embed = 32.0 if key == "fp32" else 16.0

@@ -42,6 +42,7 @@ PLACEMENT_TIER = {
     "gpu": 0,
     "tensor_parallel": 0,
     "pipeline_parallel": 0,
+    "data_parallel": 0,
     "layer_split": 0,
     "unified": 0,
     "expert_offload": 1,

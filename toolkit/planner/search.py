@@ -11,6 +11,7 @@ from collections.abc import Callable
 from toolkit.hardware.model import Gpu, Hardware
 from toolkit.inspect.layout import WeightLayout
 from toolkit.planner import placement
+from toolkit.planner import vllm_memory as vm
 from toolkit.planner.inputs import ModelInput, VariantInput
 from toolkit.planner.placement import Evaluated
 from toolkit.planner.types import PlanRequest
@@ -179,6 +180,25 @@ def tp_ok(model: ModelInput, v: VariantInput, tp: int) -> tuple[bool, bool, str]
     return True, False, ""
 
 
+def _data_parallel(
+    model: ModelInput,
+    count: int,
+    conc: int,
+    req: PlanRequest,
+    ev: Callable[[int, int, int], Evaluated],
+) -> Evaluated | None:
+    """Data-parallel attention + expert parallel over every GPU of the group, the layout
+    vLLM's own recipes give MoE models for serving many requests: taken when the request
+    serves at least as many streams as there are replicas, context is not what the user
+    asked to maximise, and each replica's pool holds the context. Otherwise tensor
+    parallel, whose KV cache is sharded over the ranks and so holds longer contexts."""
+    if model.arch.moe is None or count < 2 or req.prefer == "context" or conc < count:
+        return None
+    dp = max(d for d in (2, 4, 8, 16) if d <= count)
+    e = ev(1, 1, dp)
+    return e if e.fits else None
+
+
 def vllm_search(
     model: ModelInput,
     v: VariantInput,
@@ -220,34 +240,50 @@ def vllm_search(
         if tp is not None and tp <= count and not tp_ok(model, v, tp)[0]:
             why.append(tp_ok(model, v, tp)[2])
     conc = max(1, req.concurrency)
-    fitting: Evaluated | None = None
-    for tp, pp in layouts:
-        if pp > 1 and pp > model.arch.layers:
-            continue
-        ep = tp_ok(model, v, tp)[1]
-        e = placement.vllm_gpu(
+    version = vm.parse_version(req.vllm_version) or vm.NEWEST
+
+    def ev(tp: int, pp: int, dp: int = 1) -> Evaluated:
+        return placement.vllm_gpu(
             model.arch,
             layout,
             group,
             tp=tp,
             pp=pp,
-            ep=ep,
+            ep=tp_ok(model, v, tp)[1],
             util=util,
             ctx=ctx,
             concurrency=conc,
             kv_dtype=kv_dtype,
             batched_tokens=req.max_num_batched_tokens,
             kv_read_ctx=ctx // 2,
+            version=version,
+            dp=dp,
         )
+
+    if req.dp is not None and req.dp > 1:
+        if model.arch.moe is None:
+            return f"--dp {req.dp}: data-parallel attention with expert parallel is for MoE models"
+        if req.dp > count:
+            return f"--dp {req.dp} needs {req.dp} GPUs, {count} × {group[0].name} present"
+        return ev(1, 1, req.dp)
+    fitting: Evaluated | None = None
+    if req.dp is None and req.tp is None:
+        dp_fit = _data_parallel(model, count, conc, req, ev)
+        if dp_fit is not None:
+            return dp_fit
+    for tp, pp in layouts:
+        if pp > 1 and pp > model.arch.layers:
+            continue
+        e = ev(tp, pp)
         if not e.fits:
             tried.append(e)
             continue
         # The fewest GPUs that fit, unless more of them buy context: when the KV pool
         # cannot hold the model's native context per stream, a wider layout that holds
         # more is taken (it is faster too); without a TP request only.
-        if fitting is None or (e.kv_tokens or 0) > (fitting.kv_tokens or 0):
+        if fitting is None or (e.max_ctx or 0) > (fitting.max_ctx or 0):
             fitting = e
-        if req.tp is not None or (fitting.kv_tokens or 0) // conc >= model.native_ctx:
+        if req.tp is not None or (fitting.max_ctx or 0) >= model.native_ctx:
             break
     if fitting is not None:
         return fitting

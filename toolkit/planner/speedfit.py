@@ -264,13 +264,14 @@ def fit(
             def at(x: float, k: str = k) -> float:
                 return _loss(ms, {**params, k: math.exp(x)})
 
-            params[k] = math.exp(_golden(at, lo, hi))
+            params[k] = math.exp(golden_section(at, lo, hi))
         if before - _loss(ms, params) < 1e-6:
             break
     return params
 
 
-def _golden(f: Callable[[float], float], lo: float, hi: float, iters: int = 40) -> float:
+def golden_section(f: Callable[[float], float], lo: float, hi: float, iters: int = 40) -> float:
+    """The minimum of a unimodal f on [lo, hi] (golden-section search)."""
     g = (math.sqrt(5) - 1) / 2
     a, b = lo, hi
     c, d = b - g * (b - a), a + g * (b - a)

@@ -101,6 +101,8 @@ class SpeedCase:
     handoff_layers: int = 0
     tp: int = 1
     concurrency: int = 1
+    #: vLLM data-parallel replicas, each serving `concurrency` streams.
+    replicas: int = 1
     #: 2 × active parameters.
     flops_per_token: float = 0.0
     #: Dense fp16 FLOP/s of the GPU(s) that compute (per rank × ranks), None if unknown.
@@ -196,7 +198,7 @@ def decode_tok_s(case: SpeedCase, p: dict[str, float]) -> tuple[float, float] | 
     if step is None or step <= 0:
         return None
     n = max(1, case.concurrency)
-    return 1.0 / step, n / step
+    return 1.0 / step, n * max(1, case.replicas) / step
 
 
 def prefill_tok_s(case: SpeedCase, p: dict[str, float]) -> float | None:

@@ -19,6 +19,7 @@ Placement = Literal[
     "gpu",  # whole model on one GPU
     "tensor_parallel",  # vLLM TP (optionally with expert parallel)
     "pipeline_parallel",  # vLLM PP (or TP×PP)
+    "data_parallel",  # vLLM data-parallel attention with expert-parallel experts
     "layer_split",  # llama.cpp layers split across GPUs
     "partial_offload",  # llama.cpp: some layers on GPU(s), the rest on CPU
     "expert_offload",  # llama.cpp: MoE experts of some/all layers on CPU (--n-cpu-moe)
@@ -83,6 +84,8 @@ class LlamaCppSettings:
 class VllmSettings:
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
+    #: Data-parallel attention replicas (`--data-parallel-size`, with expert parallel).
+    data_parallel: int = 1
     expert_parallel: bool = False
     gpu_memory_utilization: float = 0.9
     max_num_batched_tokens: int | None = None
@@ -97,6 +100,10 @@ class VllmSettings:
     enforce_eager: bool = False
     #: "cuda" or "cpu".
     device: str = "cuda"
+    #: The vLLM version whose memory accounting the plan follows.
+    version: str | None = None
+    #: vLLM's memory terms per GPU as planned (bytes; see toolkit.planner.vllm_memory).
+    memory_terms: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,9 @@ class Rejection:
     #: What it would need ("needs 18.2 GiB, 16.0 GiB free").
     needs_bytes: int | None = None
     have_bytes: int | None = None
+    #: The configuration that was tried: its placement and memory per device.
+    placement: str | None = None
+    memory: tuple[DeviceMemory, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -269,6 +279,13 @@ class PlanRequest:
     ubatch: int | None = None
     #: vLLM: tokens per scheduler step (drives the activation peak); None = vLLM's default.
     max_num_batched_tokens: int | None = None
+    #: vLLM: the version to plan memory for ("0.11"); None = the installed one, else the
+    #: newest modelled.
+    vllm_version: str | None = None
+    #: vLLM: data-parallel attention with expert parallelism over this many GPUs
+    #: (`--data-parallel-size N --enable-expert-parallel`); None = chosen by the planner
+    #: for MoE models, 1 = tensor parallel only.
+    dp: int | None = None
     #: Usable floors: plans below either are listed after every usable plan. None: the
     #: defaults (10 tok/s; 8192 tokens or the model's own floor).
     min_tok_s: float | None = None
@@ -290,6 +307,8 @@ class PlanResult:
     #: When nothing fits: the option that came closest, and what would make it fit.
     closest: Rejection | None = None
     suggestion: str | None = None
+    #: Models named by the request that could not be planned at all (no architecture).
+    unplanned: tuple[Rejection, ...] = ()
 
     @property
     def best(self) -> Plan | None:
@@ -304,4 +323,5 @@ class PlanResult:
             "rejections": [asdict(r) for r in self.rejections],
             "closest": asdict(self.closest) if self.closest else None,
             "suggestion": self.suggestion,
+            "unplanned": [asdict(r) for r in self.unplanned],
         }
