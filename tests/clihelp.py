@@ -25,5 +25,7 @@ def _entry(args: tuple[str, ...]) -> None:
 
 def run(*args: str) -> Result:
     """`run("recipes", "show", "qwen3-coder")` behaves like `deploy recipes show qwen3-coder`."""
-    res = CliRunner().invoke(_entry, list(args), catch_exceptions=False)
+    # The leading "--" ends _entry's own option parsing, so a "--" in args (engine flags
+    # for `deploy up`) reaches deploy's parser as the user typed it.
+    res = CliRunner().invoke(_entry, ["--", *args], catch_exceptions=False)
     return Result(res.exit_code, res.stdout, res.stderr)

@@ -238,6 +238,71 @@ def test_stop_leaves_no_process(
     assert run("logs", "brief", "-n", "5").exit_code == 0  # the log outlives the run
 
 
+def test_engine_flags_pass_through_and_serve_embeddings(
+    llama_server: Any, smollm2_gguf: Path, isolated_env: Path
+) -> None:
+    """`deploy up GGUF -- --embeddings --pooling mean`: flags after `--` reach the engine
+    (checked against its own flag list), and /v1/embeddings answers the openai client."""
+    from openai import OpenAI
+
+    flags = ("--", "--embeddings", "--pooling", "mean")
+    res = run("up", str(smollm2_gguf), "--ctx", "512", "--name", "embed", "--llama-server",
+              _binary(llama_server), "--json", *flags)  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    try:
+        assert any("passed through" in w for w in doc["warnings"])
+        client = OpenAI(
+            base_url=doc["base_url"], api_key=read_key(isolated_env, "embed"), max_retries=0
+        )
+        out = client.embeddings.create(model=doc["served_model_name"], input=["a cat", "a dog"])
+        vectors = [d.embedding for d in out.data]
+        assert len(vectors) == 2 and len(vectors[0]) == 576  # SmolLM2-135M hidden size
+        assert vectors[0] != vectors[1]
+    finally:
+        assert run("stop", "embed").exit_code == 0
+
+
+def test_engine_flags_are_checked_before_anything_starts(
+    llama_server: Any, smollm2_gguf: Path, isolated_env: Path
+) -> None:
+    base = ("up", str(smollm2_gguf), "--llama-server", _binary(llama_server), "--dry-run")
+    typo = run(*base, "--", "--embedings")
+    assert typo.exit_code == 2 and "did you mean --embeddings" in typo.stderr
+    owned = run(*base, "--", "--api-key", "x")
+    assert owned.exit_code == 2 and "set by deploy" in owned.stderr
+    stray = run(*base, "extra")
+    assert stray.exit_code == 2 and "after `--`" in stray.stderr
+    assert run("ps", "--json").stdout.strip() == "[]"
+
+
+def test_a_run_name_keeps_its_port(
+    llama_server: Any, smollm2_gguf: Path, isolated_env: Path
+) -> None:
+    """`deploy up` twice in a row (stopped between) serves on the same port, so a client
+    configured once keeps working; a port taken meanwhile gets a new one and a warning."""
+    argv = ("up", str(smollm2_gguf), "--ctx", "512", "--name", "steady", "--llama-server",
+            _binary(llama_server), "--json")  # fmt: skip
+    first = run(*argv)
+    assert first.exit_code == 0, first.stderr
+    port = json.loads(first.stdout)["port"]
+    assert run("stop", "steady").exit_code == 0
+    second = run(*argv)
+    assert second.exit_code == 0, second.stderr
+    assert json.loads(second.stdout)["port"] == port
+    assert run("stop", "steady").exit_code == 0
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        third = run(*argv)
+        assert third.exit_code == 0, third.stderr
+        moved = json.loads(third.stdout)["port"]
+        assert moved != port and f"port {port}" in third.stderr
+    assert run("stop", "steady").exit_code == 0
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_foreground_ctrl_c_stops_the_server(
     llama_server: Any, smollm2_gguf: Path, isolated_env: Path, sig: str

@@ -70,6 +70,8 @@ class UpOptions:
     llama_server: Path | None = None
     timeout: float | None = None
     dry_run: bool = False
+    #: Flags passed through to the engine after `--` (checked against its flag list).
+    engine_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -415,8 +417,13 @@ def up(
 
     from toolkit.engines.base import build_launch
 
+    if opts.engine_args:
+        from toolkit.engines.flags import check_extra_args
+
+        check_extra_args(opts.engine_args, installed.flags, engine=installed.name)
+
     def launch_for(port: int) -> Launch:
-        return build_launch(
+        launch = build_launch(
             plan,
             installed,
             model_path=path,
@@ -426,6 +433,17 @@ def up(
             run_dir=rdir,
             online=opts.online,
             tls=tls,
+        )
+        if not opts.engine_args:
+            return launch
+        note = (
+            f"engine flags passed through: {' '.join(opts.engine_args)} (after deploy's; a "
+            "flag the plan also sets takes the value given here, which the plan did not size)"
+        )
+        return replace(
+            launch,
+            argv=[*launch.argv, *opts.engine_args],
+            notes=(*launch.notes, note),
         )
 
     if opts.dry_run:
@@ -450,7 +468,10 @@ def up(
             process.stop_group(existing.pgid, existing.pid)
             remove_scratch(existing)
             records.remove(existing)
-        port = choose_port(opts.host, opts.port)
+        port, port_note = choose_port(opts.host, opts.port, name)
+        if port_note:
+            warnings.append(port_note)
+            say(port_note)
         launch = launch_for(port)
         keys.ensure_key(name)
         rdir.mkdir(parents=True, exist_ok=True)

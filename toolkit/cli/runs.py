@@ -10,7 +10,7 @@ import click
 
 from toolkit.api import runs as api
 from toolkit.cli.output import console, emit_json, json_option
-from toolkit.errors import EngineError
+from toolkit.errors import EngineError, UsageError
 from toolkit.units import format_bytes
 
 
@@ -20,8 +20,9 @@ def _warn(message: str) -> None:
     console(stderr=True).print(f"[{style}]Warning: {message}[/{style}]")
 
 
-@click.command()
+@click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("model", required=False)
+@click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="Run this plan file.")
 @click.option(
     "--plan-index",
@@ -50,13 +51,25 @@ def _warn(message: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Print argv and env (key redacted); start nothing.")
 @click.option("--foreground", is_flag=True, help="Stay attached: show the log, Ctrl-C stops.")
 @json_option
-def up(model: str | None, foreground: bool, as_json: bool, **kw: object) -> None:
+def up(
+    model: str | None,
+    engine_args: tuple[str, ...],
+    foreground: bool,
+    as_json: bool,
+    **kw: object,
+) -> None:
     """Launch a private OpenAI-compatible server for MODEL and wait until it answers.
 
     MODEL is a recipe name or variant id (files from `deploy pull`), or a local GGUF file
     or model folder. Binds 127.0.0.1 with a generated API key, offline, telemetry off.
+    Engine flags go after `--`: deploy up smollm2-135m -- --embeddings --pooling mean
     """
-    opts = api.UpOptions(**kw)  # type: ignore[arg-type]
+    if engine_args and not engine_args[0].startswith("-"):
+        raise UsageError(
+            f"unexpected argument {engine_args[0]!r}",
+            hint="engine flags go after `--`: deploy up MODEL -- --flag value",
+        )
+    opts = api.UpOptions(**kw, engine_args=tuple(engine_args))  # type: ignore[arg-type]
     err = console(stderr=True)
     with err.status("planning", spinner="dots") as status:
 

@@ -71,3 +71,33 @@ def unknown_flags(argv: Iterable[str], known: frozenset[str], *, engine: str) ->
         if _normalise(token, engine) not in known and token not in bad:
             bad.append(token)
     return bad
+
+
+def check_extra_args(args: Iterable[str], known: frozenset[str], *, engine: str) -> None:
+    """Flags a user passes through to the engine (`deploy up … -- --flag value`).
+
+    Refused: the flags deploy owns (listen address, port, keys, TLS, model, network), and
+    any flag the installed engine does not list (exit 2, naming the closest it does)."""
+    import difflib
+
+    from toolkit.catalog.schema import owned_flag
+    from toolkit.errors import UsageError
+
+    for token in args:
+        if not token.startswith("-") or _NUMBER.match(token):
+            continue
+        if owned_flag(token):
+            raise UsageError(
+                f"{token.split('=', 1)[0]} is set by deploy (listen address, port, API key, "
+                "TLS, model, network) and cannot be passed through",
+                hint="use deploy's own options: --host, --port, --tls-cert/--tls-key, "
+                "deploy keys …",
+            )
+        if known and _normalise(token, engine) not in known:
+            flag = _normalise(token, engine)
+            close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.6)
+            raise UsageError(
+                f"{engine} does not accept {flag}"
+                + (f"; did you mean {close[0]}?" if close else ""),
+                hint=f"{engine} --help lists its flags",
+            )

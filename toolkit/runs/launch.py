@@ -64,8 +64,36 @@ def holder_of(port: int) -> str:
     return ""
 
 
-def choose_port(host: str, port: int | None) -> int:
-    """The port to serve on: the one asked for if it is free, else one the OS gives."""
+#: Ports given to run names, kept so a name gets the same port at every start (an IDE
+#: plugin or agent configured yesterday still works today): runs/ports.json.
+PORTS_FILE = "ports.json"
+
+
+def saved_ports() -> dict[str, int]:
+    path = records.runs_root() / PORTS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): int(v) for k, v in data.items() if isinstance(v, int) and 0 < v < 65536}
+
+
+def save_port(name: str, port: int) -> None:
+    """Remember NAME's port (call under records.lock())."""
+    ports = saved_ports()
+    if ports.get(name) != port:
+        ports[name] = port
+        records.write_json_atomic(records.runs_root() / PORTS_FILE, ports)
+
+
+def choose_port(host: str, port: int | None, name: str | None = None) -> tuple[int, str | None]:
+    """The port to serve on, and a note when it is not the one this name had before.
+
+    Asked for: that port, if free. Otherwise the port this run name got the last time,
+    if it is free; else a free one from the OS. The choice is saved for the name (call
+    under records.lock())."""
     used = {r.port for r in records.all_records() if process.alive(r.pid, r.create_time)}
     if port is not None:
         if port in used or not process.port_free(host, port):
@@ -73,11 +101,24 @@ def choose_port(host: str, port: int | None) -> int:
                 f"port {port} on {host} is already in use{holder_of(port)}",
                 hint="leave out --port to pick a free one, or: deploy ps",
             )
-        return port
+        if name:
+            save_port(name, port)
+        return port, None
+    note = None
+    before = saved_ports().get(name) if name else None
+    if before is not None:
+        if before not in used and process.port_free(host, before):
+            return before, None
+        note = (
+            f"port {before}, which run {name!r} had before, is in use{holder_of(before)}; "
+            "serving on a new port, saved for next time (or free it and start again)"
+        )
     for _ in range(50):
         candidate = process.free_port(host)
-        if candidate not in used:
-            return candidate
+        if candidate not in used and candidate not in saved_ports().values():
+            if name:
+                save_port(name, candidate)
+            return candidate, note
     raise Conflict(f"no free port found on {host}")
 
 
