@@ -442,7 +442,7 @@ def up(
         )
         return replace(
             launch,
-            argv=[*launch.argv, *opts.engine_args],
+            argv=(*launch.argv, *opts.engine_args),
             notes=(*launch.notes, note),
         )
 
