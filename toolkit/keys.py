@@ -1,14 +1,17 @@
 """API keys for the servers deploy starts.
 
 One key per run name, generated with `secrets`, stored as `$DEPLOY_HOME/keys/<name>.key`
-with mode 0600 in a 0700 directory. A key is handed to an engine by FILE (llama-server's
-`--api-key-file`) or ENVIRONMENT (vLLM's `VLLM_API_KEY`), never on a command line, where
-any user could read it with `ps`. `redact` removes a key from text before it is shown.
+with mode 0600 in a 0700 directory, and named keys for a team (`deploy keys add NAME`,
+`keys/team/<name>.key`) that the native llama-server accepts beside the run's own. A
+key is handed to an engine by FILE (llama-server's `--api-key-file`) or ENVIRONMENT
+(vLLM's `VLLM_API_KEY`), never on a command line, where any user could read it with `ps`.
+`redact` removes a key from text before it is shown.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -111,3 +114,89 @@ def redact(text: str, *secrets_: str) -> str:
         if s:
             text = text.replace(s, REDACTED)
     return text
+
+
+# --- named keys for a team -------------------------------------------------------------
+
+_KEY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: The file the native llama-server reads (`--api-key-file`, one key per line): the run's
+#: own key first, then every named key, written into the run's folder at each start.
+ENGINE_KEYS_FILE = "api-keys"
+
+
+def team_dir() -> Path:
+    return settings.keys_dir() / "team"
+
+
+def _team_path(name: str) -> Path:
+    if not _KEY_NAME.match(name):
+        from toolkit.errors import UsageError
+
+        raise UsageError(
+            f"key name {name!r} must be 1-64 lowercase letters, digits, '.', '_' or '-'",
+            hint="e.g. deploy keys add alice",
+        )
+    return team_dir() / f"{name}.key"
+
+
+def team_keys() -> dict[str, Path]:
+    """Named keys, by name (files under keys/team, each checked like a run key)."""
+    d = team_dir()
+    if not d.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(d.glob("*.key")) if _KEY_NAME.match(p.stem)}
+
+
+def add_team_key(name: str) -> str:
+    """A new named key; refused when the name exists (rotate it instead)."""
+    from toolkit.errors import Conflict
+
+    path = _team_path(name)
+    if path.exists():
+        raise Conflict(f"a key named {name!r} exists", hint=f"deploy keys rotate {name}")
+    _keys_dir()
+    team_dir().mkdir(mode=0o700, exist_ok=True)
+    key = new_key()
+    write_key(path, key)
+    return key
+
+
+def rotate_team_key(name: str) -> str:
+    path = _team_path(name)
+    if not path.exists():
+        raise NotFound(f"no key named {name!r}", hint="deploy keys list")
+    key = new_key()
+    write_key(path, key)
+    return key
+
+
+def revoke_team_key(name: str) -> None:
+    path = _team_path(name)
+    if not path.exists():
+        raise NotFound(f"no key named {name!r}", hint="deploy keys list")
+    path.unlink()
+
+
+def fingerprint(key: str) -> str:
+    """A short, non-secret name for a key (first 12 hex digits of its SHA-256)."""
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def write_engine_keys(run_key: Path, dest: Path) -> Path:
+    """The run's key followed by every named key, for an engine that accepts several
+    (llama-server's --api-key-file), written atomically with mode 0600."""
+    lines = [read_key(run_key)]
+    for path in team_keys().values():
+        lines.append(read_key(path))
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest

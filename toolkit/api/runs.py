@@ -414,6 +414,8 @@ def up(
     name = records.check_name(opts.name or default_name(plan))
     rdir = records.run_dir(name)
     key_file = keys.key_path(name)
+    # llama-server reads several keys from one file: the run's own and the named keys.
+    engine_keys = rdir / keys.ENGINE_KEYS_FILE if installed.name == "llamacpp" else key_file
 
     from toolkit.engines.base import build_launch
 
@@ -429,7 +431,7 @@ def up(
             model_path=path,
             host=opts.host,
             port=port,
-            api_key_file=key_file,
+            api_key_file=engine_keys,
             run_dir=rdir,
             online=opts.online,
             tls=tls,
@@ -475,6 +477,8 @@ def up(
         launch = launch_for(port)
         keys.ensure_key(name)
         rdir.mkdir(parents=True, exist_ok=True)
+        if engine_keys != key_file:
+            keys.write_engine_keys(key_file, engine_keys)
         log = rdir / records.LOG_FILE
         if log.exists():
             log.replace(rdir / f"{records.LOG_FILE}.1")
@@ -498,6 +502,7 @@ def up(
             key_file=str(key_file) if key_file else None,
             tls=tls is not None,
             plan=plan.to_dict(),
+            engine_args=opts.engine_args,
         )
         env, scratch = child_env(launch, rdir)
         proc = process.spawn(launch.argv, env, log, rdir)
@@ -716,3 +721,47 @@ def recipe_tool_calling(variant: str) -> bool:
         return resolve(catalog(), variant).entry.model.tool_calling
     except DeployError:
         return False
+
+
+# ---------------------------------------------------------------- restart, keys
+
+
+def restart(name: str, *, progress: ready.Progress | None = None) -> UpResult:
+    """Stop run NAME and start it again as it was (same plan, port, host, engine and
+    passed-through flags), so it reads its key files afresh."""
+    rec = records.find(name)
+    if rec is None or not process.alive(rec.pid, rec.create_time):
+        raise NotFound(f"run {name!r} is not running", hint="deploy ps")
+    if rec.tls:
+        raise UsageError(
+            f"run {name!r} serves TLS; deploy does not keep the certificate paths",
+            hint=f"deploy stop {name}, then deploy up again with --tls-cert/--tls-key",
+        )
+    plan_file = Path(rec.run_dir).parent / f".{Path(rec.run_dir).name}.restart-plan.json"
+    records.write_json_atomic(plan_file, rec.plan)
+    engine = {"llamacpp": "llamacpp", "llamacpp-python": "llamacpp-python"}.get(rec.engine)
+    opts = UpOptions(
+        plan_file=plan_file,
+        name=rec.name,
+        host=rec.host,
+        port=rec.port,
+        engine=engine or rec.engine,
+        llama_server=Path(rec.argv[0]) if rec.engine == "llamacpp" else None,
+        engine_args=tuple(rec.engine_args),
+    )
+    try:
+        stop(name)
+        result = up(None, opts, progress=progress)
+    finally:
+        plan_file.unlink(missing_ok=True)
+    assert isinstance(result, UpResult)
+    return result
+
+
+def key_holders() -> list[str]:
+    """Running runs that read the named keys (the native llama-server's key file)."""
+    return [
+        r.name
+        for r in records.all_records()
+        if r.engine == "llamacpp" and process.alive(r.pid, r.create_time)
+    ]

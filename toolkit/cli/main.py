@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("toolkit.cli.runs", "logs", "Show a run's log."),
     "stop": ("toolkit.cli.runs", "stop", "Stop a run (or --all)."),
     "check": ("toolkit.cli.runs", "check", "Check that a run serves what its plan promised."),
+    "restart": ("toolkit.cli.runs", "restart", "Stop a run and start it again as it was."),
+    "keys": ("toolkit.cli.keys", "keys_group", "Named API keys for a team."),
     "pull": ("toolkit.cli.store", "pull", "Download a model variant into the store."),
     "models": ("toolkit.cli.store", "models", "List models in the store."),
     "rm": ("toolkit.cli.store", "rm", "Remove a model's files from the store."),

@@ -242,3 +242,18 @@ def check(name: str, as_json: bool) -> None:
             f"{len(failed)} check(s) failed for {name}: " + ", ".join(i.name for i in failed),
             hint=f"deploy logs {name}",
         )
+
+
+@click.command()
+@click.argument("name")
+@json_option
+def restart(name: str, as_json: bool) -> None:
+    """Stop run NAME and start it again as it was (same plan, port and flags)."""
+    result = api.restart(name)
+    rec = result.record
+    if as_json:
+        emit_json({**api.status(rec).to_dict(), "seconds_to_ready": result.seconds_to_ready})
+        return
+    console().print(
+        f"[green]Ready[/green] again in {result.seconds_to_ready:.1f} s: {rec.base_url}"
+    )

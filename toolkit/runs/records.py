@@ -69,6 +69,8 @@ class RunRecord:
     #: A short temp dir made for the engine outside the run dir (unix socket path limit).
     scratch_dir: str | None = None
     plan: dict[str, Any] = field(default_factory=dict)
+    #: Flags the user passed through to the engine (`deploy up … -- FLAGS`).
+    engine_args: tuple[str, ...] = ()
     schema: int = RECORD_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +81,7 @@ class RunRecord:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in data.items() if k in known}
         kw["argv"] = tuple(kw.get("argv", ()))
+        kw["engine_args"] = tuple(kw.get("engine_args", ()))
         return cls(**kw)
 
 
@@ -120,12 +123,16 @@ def lock() -> Iterator[None]:
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves nothing half-written
+        raise
 
 
 def save(record: RunRecord) -> None:
