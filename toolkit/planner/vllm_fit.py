@@ -40,6 +40,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "forward_scale": (0.3, 4.0),
     "non_torch_gib": (0.02, 3.0),
     "nccl_gib": (0.1, 8.0),
+    "nccl_lazy_gib": (0.1, 8.0),
     "graph_scale": (0.1, 5.0),
     "runner_gib": (0.02, 2.0),
 }

@@ -17,7 +17,8 @@ version" has the table with the source of every rule):
   the version (`batch_defaults`). V0 without chunked prefill (max_model_len ≤ 32768)
   profiles a whole-context prompt.
 - non-torch increase: CUDA/cuBLAS workspaces; NCCL and custom all-reduce buffers count
-  when the memory snapshot is taken before distributed init (V0 and 0.9.1–0.10.x).
+  when the memory snapshot is taken before distributed init (V0 and 0.9.1–0.10.x), and
+  from 0.11 what NCCL allocates lazily during the profiling run.
 - CUDA graphs: captured after the pool is allocated; subtracted as an estimate from
   0.20 (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default on).
 - from 0.27 the runner's persistent buffers are charged too (total_consumed).
@@ -67,6 +68,10 @@ DEFAULT_PARAMS: dict[str, float] = {
     # buffers fall inside the snapshot (GiB)
     "non_torch_gib": 0.25,
     "nccl_gib": 1.0,
+    # from 0.11 NCCL's init buffers are outside the snapshot, but what it allocates
+    # lazily during the profiling run is still charged (0.19 logs: 2.07-2.17 GiB of
+    # non-torch at TP 2 and 4 against 0.25 at TP 1 on H100s, llm-d-planner's logs)
+    "nccl_lazy_gib": 1.8,
     # CUDA-graph estimate: multiplier on the scaled published capture (0.20+)
     "graph_scale": 1.0,
     # persistent runner buffers charged from 0.27 (GiB)
@@ -415,8 +420,8 @@ def vllm_terms(
     )
     non_torch = p["non_torch_gib"] * GiB
     nccl_inside = old or (0, 9, 1) <= version < (0, 11, 0)
-    if tp * pp > 1 and nccl_inside:
-        non_torch += p["nccl_gib"] * GiB
+    if tp * pp > 1:
+        non_torch += (p["nccl_gib"] if nccl_inside else p["nccl_lazy_gib"]) * GiB
     if version >= (0, 27, 0) and not old:
         non_torch += p["runner_gib"] * GiB
     graphs = 0 if enforce_eager else graph_bytes(arch, version, seqs, mnbt, p)
