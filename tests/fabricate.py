@@ -411,3 +411,38 @@ def write_safetensors_dir(
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
     return paths
+
+
+def write_lora_gguf(
+    path: Path,
+    *,
+    hidden: int,
+    layers: int,
+    kv_dim: int,
+    rank: int = 8,
+    scale: float = 0.05,
+    seed: int = 0,
+) -> Path:
+    """A LoRA adapter in llama.cpp's GGUF form (general.type "adapter", adapter.type
+    "lora") for a llama-architecture model, on every layer's attn_q and attn_v, with
+    random but fixed weights (`seed`): lora_a is [rank, n_in], lora_b [n_out, rank] in
+    numpy order, as llama.cpp's loader checks (src/llama-adapter.cpp)."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    rng = np.random.default_rng(seed)
+    w = GGUFWriter(path, "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(rank))
+    for i in range(layers):
+        for name, n_out in (("attn_q", hidden), ("attn_v", kv_dim)):
+            a = (rng.standard_normal((rank, hidden)) * scale).astype(np.float32)
+            b = (rng.standard_normal((n_out, rank)) * scale).astype(np.float32)
+            w.add_tensor(f"blk.{i}.{name}.weight.lora_a", a)
+            w.add_tensor(f"blk.{i}.{name}.weight.lora_b", b)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -452,6 +452,47 @@ def up(
         launch = launch_for(opts.port or 0)
         return DryRun(name, plan, launch.redacted(), tuple(warnings))
 
+    return _start(
+        name=name,
+        model_label=model or plan.model_path or plan.model_id,
+        variant_id=plan.variant_id,
+        plan_doc=plan.to_dict(),
+        installed=installed,
+        launch_for=launch_for,
+        opts=opts,
+        key_file=key_file,
+        engine_keys=engine_keys,
+        tls=tls,
+        timeout=opts.timeout or DEFAULT_TIMEOUT_S.get(plan.engine, 300.0),
+        progress=progress,
+        warnings=warnings,
+        say=say,
+        calibrate=plan,
+    )
+
+
+def _start(
+    *,
+    name: str,
+    model_label: str,
+    variant_id: str,
+    plan_doc: dict[str, Any],
+    installed: InstalledEngine,
+    launch_for: Callable[[int], Launch],
+    opts: UpOptions,
+    key_file: Path,
+    engine_keys: Path,
+    tls: Any,
+    timeout: float,
+    progress: ready.Progress | None,
+    warnings: list[str],
+    say: Notify,
+    calibrate: Plan | None,
+    probe_model: str | None = None,
+) -> UpResult:
+    """Spawn the server under the run-record lock (a stale record of the same name is
+    cleaned up, a live one refused), then wait until it answers."""
+    rdir = records.run_dir(name)
     with records.lock():
         existing = records.find(name)
         if existing is not None and existing.name != name and existing.state != "unreadable":
@@ -474,26 +515,26 @@ def up(
         if port_note:
             warnings.append(port_note)
             say(port_note)
-        launch = launch_for(port)
         keys.ensure_key(name)
         rdir.mkdir(parents=True, exist_ok=True)
         if engine_keys != key_file:
             keys.write_engine_keys(key_file, engine_keys)
+        launch = launch_for(port)
         log = rdir / records.LOG_FILE
         if log.exists():
             log.replace(rdir / f"{records.LOG_FILE}.1")
         red = launch.redacted()
         record = RunRecord(
             name=name,
-            model=model or plan.model_path or plan.model_id,
-            variant_id=plan.variant_id,
+            model=model_label,
+            variant_id=variant_id,
             engine=installed.name,
             engine_version=installed.version,
             state="starting",
             host=opts.host,
             port=port,
             base_url=launch.base_url,
-            served_model_name=launch.served_model_name,
+            served_model_name=probe_model or launch.served_model_name,
             log_file=str(log),
             run_dir=str(rdir),
             argv=tuple(launch.argv),
@@ -501,7 +542,7 @@ def up(
             started_at=time.time(),
             key_file=str(key_file) if key_file else None,
             tls=tls is not None,
-            plan=plan.to_dict(),
+            plan=plan_doc,
             engine_args=opts.engine_args,
         )
         env, scratch = child_env(launch, rdir)
@@ -516,7 +557,6 @@ def up(
         records.save(record)
 
     probe = probe_for(record)
-    timeout = opts.timeout or DEFAULT_TIMEOUT_S.get(plan.engine, 300.0)
     try:
         waited = ready.wait_ready(
             probe, is_alive=lambda: proc.poll() is None, timeout=timeout, progress=progress
@@ -532,7 +572,7 @@ def up(
         records.update(record, state="dead", error="interrupted while starting")
         raise
     record = records.update(record, state="ready", ready_at=time.time())
-    calibration_note = _calibrate(plan, record)
+    calibration_note = _calibrate(calibrate, record) if calibrate is not None else ()
     return UpResult(
         record=record,
         key_file=key_file,
@@ -737,6 +777,8 @@ def restart(name: str, *, progress: ready.Progress | None = None) -> UpResult:
             f"run {name!r} serves TLS; deploy does not keep the certificate paths",
             hint=f"deploy stop {name}, then deploy up again with --tls-cert/--tls-key",
         )
+    if "stack" in rec.plan:
+        return _restart_stack(rec, progress)
     plan_file = Path(rec.run_dir).parent / f".{Path(rec.run_dir).name}.restart-plan.json"
     records.write_json_atomic(plan_file, rec.plan)
     engine = {"llamacpp": "llamacpp", "llamacpp-python": "llamacpp-python"}.get(rec.engine)
@@ -756,6 +798,30 @@ def restart(name: str, *, progress: ready.Progress | None = None) -> UpResult:
         plan_file.unlink(missing_ok=True)
     assert isinstance(result, UpResult)
     return result
+
+
+def _restart_stack(rec: RunRecord, progress: ready.Progress | None) -> UpResult:
+    from toolkit.api.stack import up_stack
+    from toolkit.stack import load_stack
+
+    source = rec.plan.get("file")
+    if not source or not Path(source).exists():
+        raise NotFound(
+            f"stack run {rec.name!r}: its stack file {source} is gone",
+            hint=f"deploy stop {rec.name}, then deploy up -f FILE",
+        )
+    stack = load_stack(Path(source))
+    stop(rec.name)
+    result = up_stack(
+        stack,
+        source=Path(source),
+        llama_server=Path(rec.argv[0]),
+        port=rec.port,
+        progress=progress,
+    )
+    assert not isinstance(result, dict)
+    out: UpResult = result.result
+    return out
 
 
 def key_holders() -> list[str]:

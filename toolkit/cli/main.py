@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("toolkit.cli.runs", "check", "Check that a run serves what its plan promised."),
     "restart": ("toolkit.cli.runs", "restart", "Stop a run and start it again as it was."),
     "keys": ("toolkit.cli.keys", "keys_group", "Named API keys for a team."),
+    "stack": (
+        "toolkit.cli.stack",
+        "stack_group",
+        "Check a stack file (several models, one endpoint).",
+    ),
     "pull": ("toolkit.cli.store", "pull", "Download a model variant into the store."),
     "models": ("toolkit.cli.store", "models", "List models in the store."),
     "rm": ("toolkit.cli.store", "rm", "Remove a model's files from the store."),

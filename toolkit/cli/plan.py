@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ import click
 from toolkit.api import plan as api
 from toolkit.cli.hw import hw_option
 from toolkit.cli.output import console, emit_json, json_option
+from toolkit.errors import UsageError
 from toolkit.planner.types import Plan, PlanRequest, PlanResult
 from toolkit.units import format_bytes
 
@@ -103,19 +105,35 @@ def _request(kw: dict[str, Any]) -> PlanRequest:
     type=click.Choice(["code", "chat", "reason", "embed"]),
     help="Rank every recipe tagged for this task instead of one MODEL.",
 )
+@click.option(
+    "-f",
+    "--file",
+    "stack_file",
+    type=click.Path(path_type=Path),
+    help="Plan a stack file (several models behind one endpoint) jointly.",
+)
 def plan(
     model: str | None,
     hw_spec: str | None,
     as_json: bool,
     show_all: bool,
     task: str | None,
+    stack_file: Path | None,
     **kw: Any,
 ) -> None:
     """Rank what fits MODEL on this machine (or --hw), how, and how fast.
 
     Example: deploy plan qwen3-coder --hw 1xrtx4090,ram=64G
     Example: deploy plan --task code   (the best coding model for this machine)
+    Example: deploy plan -f deploy.yaml   (a stack, planned jointly)
     """
+    if stack_file is not None:
+        if model is not None or task is not None:
+            raise UsageError("give MODEL, --task or -f FILE, not several")
+        from toolkit.cli.stack import plan_file
+
+        plan_file(stack_file, hw_spec, as_json)
+        return
     result = api.make_plans(model, _request(kw), hw=hw_spec, task=task)
     if as_json:
         emit_json(result.to_dict())

@@ -50,12 +50,20 @@ def _warn(message: str) -> None:
 @click.option("--timeout", type=float, help="Seconds to wait for the model to answer.")
 @click.option("--dry-run", is_flag=True, help="Print argv and env (key redacted); start nothing.")
 @click.option("--foreground", is_flag=True, help="Stay attached: show the log, Ctrl-C stops.")
+@click.option(
+    "-f",
+    "--file",
+    "stack_file",
+    type=click.Path(path_type=Path),
+    help="Serve a stack file (several models behind one endpoint).",
+)
 @json_option
 def up(
     model: str | None,
     engine_args: tuple[str, ...],
     foreground: bool,
     as_json: bool,
+    stack_file: Path | None,
     **kw: object,
 ) -> None:
     """Launch a private OpenAI-compatible server for MODEL and wait until it answers.
@@ -64,6 +72,20 @@ def up(
     or model folder. Binds 127.0.0.1 with a generated API key, offline, telemetry off.
     Engine flags go after `--`: deploy up smollm2-135m -- --embeddings --pooling mean
     """
+    if stack_file is not None:
+        if model is not None or engine_args:
+            raise UsageError(
+                "give MODEL or -f FILE, not both",
+                hint="per-model engine flags go in the stack file (engine_flags:)",
+            )
+        from toolkit.cli.stack import up_file
+
+        up_file(stack_file, dict(kw), as_json)
+        if foreground:
+            from toolkit.stack import load_stack
+
+            _foreground(load_stack(stack_file).name)
+        return
     if engine_args and not engine_args[0].startswith("-"):
         raise UsageError(
             f"unexpected argument {engine_args[0]!r}",

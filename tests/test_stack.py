@@ -1,0 +1,172 @@
+"""A stack (several models behind one endpoint) on the real llama-server router: SmolLM2
+as `chat`, the same model with a LoRA adapter as `tuned`, an embedding alias, and a second
+GGUF loaded on demand; the official openai client talks to each alias; a named key works
+and a revoked one gets 401 after the restart; `deploy stop` leaves no process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.clihelp import run
+from tests.fabricate import write_gguf, write_lora_gguf
+from tests.upfixtures import read_key
+from toolkit.catalog.schema import Architecture
+
+pytestmark = [pytest.mark.engine, pytest.mark.llamacpp]
+
+TINY = Architecture(
+    model_type="qwen3",
+    layers=2,
+    hidden_size=256,
+    heads=4,
+    kv_heads=2,
+    head_dim=64,
+    vocab_size=4096,
+    intermediate_size=512,
+)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_validate_names_the_problem(tmp_path: Path, isolated_env: Path) -> None:
+    bad = {
+        "unknown key": ("models:\n  - {alias: a, model: x, colour: red}\n", "unknown key"),
+        "duplicate": (
+            "models:\n  - {alias: a, model: x}\n  - {alias: a, model: y}\n",
+            "used twice",
+        ),
+        "owned flag": (
+            'models:\n  - {alias: a, model: x, engine_flags: {"--port": 1}}\n',
+            "set by deploy",
+        ),
+        "empty": ("models: []\n", "at least one"),
+        "not yaml": ("models: [\n", "not valid YAML"),
+    }
+    for name, (text, expected) in bad.items():
+        f = _write(tmp_path / f"{name.replace(' ', '-')}.yaml", text)
+        res = run("stack", "validate", "-f", str(f))
+        assert res.exit_code == 2, (name, res.stderr)
+        assert expected in res.stderr and str(f) in res.stderr, (name, res.stderr)
+    missing = run("stack", "validate", "-f", str(tmp_path / "none.yaml"))
+    assert missing.exit_code == 4 and "no stack file" in missing.stderr
+    unknown_model = _write(tmp_path / "m.yaml", "models:\n  - {alias: a, model: no-such-model}\n")
+    assert run("stack", "validate", "-f", str(unknown_model)).exit_code == 4
+
+
+def test_joint_plan_keeps_resident_what_fits(smollm2_gguf: Path, tmp_path: Path) -> None:
+    f = _write(
+        tmp_path / "deploy.yaml",
+        f"models:\n  - {{alias: chat, model: {smollm2_gguf}, ctx: 2048}}\n"
+        f"  - {{alias: embed, model: {smollm2_gguf}, ctx: 1024, task: embed}}\n"
+        f"  - {{alias: later, model: {smollm2_gguf}, ctx: 1024, resident: false}}\n",
+    )
+    res = run("plan", "-f", str(f), "--hw", "cpu,ram=24G,cores=2", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["resident"] == ["chat", "embed"] and doc["on_demand"] == ["later"]
+    assert doc["models_max"] == 3
+    embed = next(m for m in doc["models"] if m["alias"] == "embed")
+    assert embed["plan"]["llamacpp"]["ubatch"] == 1024  # one input = one physical batch
+    # On a box too small for all three at once, fewer are loaded together.
+    small = run("plan", "-f", str(f), "--hw", "cpu,ram=1.6G,cores=2", "--json")
+    assert small.exit_code == 0, small.stderr
+    tight = json.loads(small.stdout)
+    assert (
+        tight["models_max"] < 3
+        and tight["devices"]["cpu"]["needed"] <= tight["devices"]["cpu"]["usable"]
+    )
+
+
+def test_stack_behind_one_endpoint(
+    llama_server: Any, smollm2_gguf: Path, tmp_path: Path, isolated_env: Path
+) -> None:
+    from openai import OpenAI
+
+    lora = write_lora_gguf(tmp_path / "lora.gguf", hidden=576, layers=30, kv_dim=192,
+                           rank=8, scale=0.2, seed=7)  # fmt: skip
+    (tiny,) = write_gguf(tmp_path / "tiny.gguf", TINY, ftype="Q8_0")
+    f = _write(
+        tmp_path / "deploy.yaml",
+        "version: 1\nname: dev\nmodels:\n"
+        f"  - {{alias: chat, model: {smollm2_gguf}, ctx: 2048}}\n"
+        f"  - {{alias: tuned, model: {smollm2_gguf}, ctx: 1024, lora: [{{path: lora.gguf}}]}}\n"
+        f"  - {{alias: embed, model: {smollm2_gguf}, ctx: 1024, task: embed}}\n"
+        f"  - {{alias: small, model: {tiny}, ctx: 512, resident: false}}\n",
+    )
+    assert lora.exists()
+    added = run("keys", "add", "bob")
+    assert added.exit_code == 0, added.stderr
+    bob = added.stdout.strip()
+    res = run("up", "-f", str(f), "--llama-server", str(llama_server.path), "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    base, port, pid = doc["base_url"], doc["port"], doc["pid"]
+    own = read_key(isolated_env, "dev")
+    try:
+        client = OpenAI(base_url=base, api_key=own, max_retries=0, timeout=120)
+        assert sorted(m.id for m in client.models.list().data) == [
+            "chat",
+            "embed",
+            "small",
+            "tuned",
+        ]
+        ask = [{"role": "user", "content": "What is the capital of France? One sentence."}]
+
+        def answer(alias: str) -> str:
+            r = client.chat.completions.create(
+                model=alias,
+                messages=ask,
+                max_tokens=16,
+                temperature=0,  # type: ignore[arg-type]
+            )
+            return r.choices[0].message.content or ""
+
+        base_answer = answer("chat")
+        assert "Paris" in base_answer or "Étoile" in base_answer, base_answer
+        assert answer("tuned") != base_answer  # the adapter changes the output
+        assert answer("chat") == base_answer  # the base does not
+        stream = client.chat.completions.create(
+            model="small",
+            messages=ask,
+            max_tokens=8,
+            stream=True,  # type: ignore[arg-type]
+        )
+        assert [c for c in stream if c.choices]  # loaded on demand, streamed
+        out = client.embeddings.create(model="embed", input=["a cat", "a dog"])
+        assert len(out.data) == 2 and len(out.data[0].embedding) == 576
+
+        def status(key: str) -> int:
+            return httpx.get(
+                f"{base}/models", headers={"Authorization": f"Bearer {key}"}, timeout=30
+            ).status_code
+
+        assert status(bob) == 200
+        assert status("sk-deploy-wrong-wrong-wrong-wrong") == 401
+        revoked = run("keys", "revoke", "bob")
+        assert revoked.exit_code == 0 and "restarted dev" in revoked.stdout, revoked.stderr
+        assert status(bob) == 401 and status(own) == 200
+        assert json.loads(run("ps", "--json").stdout)[0]["port"] == port
+        pid = json.loads(run("ps", "--json").stdout)[0]["pid"]
+        answer("small")  # load the on-demand model again: the router has 4 children
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        assert len(procs) >= 5, procs
+    finally:
+        stop = run("stop", "dev")
+    assert stop.exit_code == 0
+
+    def running(p: psutil.Process) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    assert [p for p in procs if running(p)] == []

@@ -1,0 +1,365 @@
+"""Several models behind one endpoint: plan them jointly against one machine's memory,
+then serve them with llama-server's router mode.
+
+The router (llama-server started without a model, `--models-preset FILE`) lists every
+model of the preset under its section name on `/v1/models`, routes each request by its
+`model` field, starts one llama-server child per model on demand (or at start with
+`load-on-startup`), and keeps at most `--models-max` loaded, unloading the least recently
+used. deploy writes the preset from each model's own plan (context, layers on GPU,
+threads, caches, the recipe's serving flags), so each child runs exactly what was
+planned; the joint plan decides which models stay resident and how many may be loaded at
+once so that any that many fit together. The API keys reach the router AND its children
+through LLAMA_ARG_API_KEY_FILE (children inherit the router's environment; the router
+drops a key given as a flag from their argv), so no model is reachable without a key,
+not even on its loopback port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit import keys
+from toolkit.errors import DoesNotFit, EngineError, IntegrityError, UsageError
+from toolkit.hardware.model import Hardware
+from toolkit.planner.types import Plan, PlanRequest
+from toolkit.stack import Stack, StackModel
+
+MiB = 1024**2
+GiB = 1024**3
+#: The router process itself (it loads no model): RSS measured 20-30 MiB here.
+ROUTER_BYTES = 64 * MiB
+#: llama-server flags the router sets per child (host, port, key, alias): left out of the
+#: preset, with deploy's own logging flag.
+_ROUTER_OWNED = {"host", "port", "api-key-file", "api-key", "alias", "log-verbosity"}
+PRESET_FILE = "models-preset.ini"
+
+
+@dataclass(frozen=True)
+class StackEntry:
+    model: StackModel
+    plan: Plan
+
+    @property
+    def needed(self) -> dict[str, int]:
+        return {d.id: d.needed_bytes for d in self.plan.memory}
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    stack: Stack
+    entries: tuple[StackEntry, ...]
+    resident: tuple[str, ...]
+    on_demand: tuple[str, ...]
+    #: Most models loaded at once (llama-server --models-max): any that many fit together.
+    models_max: int
+    #: Device → (bytes the resident models need, bytes usable).
+    devices: dict[str, tuple[int, int]]
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.stack.name,
+            "models": [
+                {
+                    "alias": e.model.alias,
+                    "variant_id": e.plan.variant_id,
+                    "task": e.model.task,
+                    "ctx": e.plan.ctx,
+                    "placement": e.plan.placement,
+                    "resident": e.model.alias in self.resident,
+                    "memory": {d.id: d.needed_bytes for d in e.plan.memory},
+                    "decode_tok_s": e.plan.speed.decode_tok_s,
+                    "plan": e.plan.to_dict(),
+                }
+                for e in self.entries
+            ],
+            "resident": list(self.resident),
+            "on_demand": list(self.on_demand),
+            "models_max": self.models_max,
+            "devices": {k: {"needed": n, "usable": u} for k, (n, u) in self.devices.items()},
+            "notes": list(self.notes),
+        }
+
+
+def _capacity(entries: tuple[StackEntry, ...]) -> dict[str, int]:
+    cap: dict[str, int] = {}
+    for e in entries:
+        for d in e.plan.memory:
+            cap[d.id] = min(cap.get(d.id, d.capacity_bytes), d.capacity_bytes)
+    return cap
+
+
+def _fits(chosen: list[StackEntry], cap: dict[str, int]) -> bool:
+    need = _need(chosen)
+    return all(need[k] <= cap.get(k, 0) for k in need)
+
+
+def _need(chosen: list[StackEntry]) -> dict[str, int]:
+    need: dict[str, int] = {"cpu": ROUTER_BYTES}
+    for e in chosen:
+        for k, v in e.needed.items():
+            need[k] = need.get(k, 0) + v
+    return need
+
+
+def plan_stack(stack: Stack, hw: str | Hardware | None = None) -> StackPlan:
+    """Each model's own best llama.cpp plan, then which of them fit together."""
+    from toolkit.api.plan import closest_message, make_plans
+
+    entries = []
+    for m in stack.models:
+        req = PlanRequest(ctx=m.ctx, concurrency=m.concurrency, engine="llamacpp")
+        if m.task == "embed":
+            # llama-server embeds an input in one physical batch: it refuses longer ones,
+            # so an embedding model's ubatch is its context (Qwen3-Embedding: -ub 8192).
+            req = PlanRequest(
+                ctx=m.ctx, concurrency=m.concurrency, engine="llamacpp", ubatch=m.ctx or 8192
+            )
+        result = make_plans(m.model, req, hw=hw)
+        if not result.plans:
+            why = closest_message(result.closest) if result.closest else "nothing to plan"
+            raise DoesNotFit(
+                f"stack model {m.alias!r} ({m.model}): {why}",
+                hint=f"deploy plan {m.model} --engine llamacpp --all",
+            )
+        entries.append(StackEntry(m, result.plans[0]))
+    ordered = tuple(entries)
+    cap = _capacity(ordered)
+    chosen: list[StackEntry] = []
+    pinned = [e for e in ordered if e.model.resident is True]
+    if not _fits(pinned, cap):
+        need = _need(pinned)
+        over = ", ".join(
+            f"{k} needs {need[k] / GiB:.1f} GiB of {cap.get(k, 0) / GiB:.1f}"
+            for k in need
+            if need[k] > cap.get(k, 0)
+        )
+        raise DoesNotFit(
+            f"the models marked resident do not fit together ({over})",
+            hint="mark some `resident: false` (loaded on demand), or lower their ctx",
+        )
+    chosen += pinned
+    for e in ordered:
+        if e.model.resident is None and _fits([*chosen, e], cap):
+            chosen.append(e)
+    resident = tuple(e.model.alias for e in ordered if e in chosen)
+    on_demand = tuple(e.model.alias for e in ordered if e not in chosen)
+    # Any k loaded at once must fit: k = how many of the largest fit together.
+    by_size = sorted(ordered, key=lambda e: sum(e.needed.values()), reverse=True)
+    models_max = 1
+    for k in range(1, len(by_size) + 1):
+        if _fits(by_size[:k], cap):
+            models_max = k
+    models_max = max(models_max, len(resident)) if not on_demand else models_max
+    notes = []
+    if on_demand:
+        notes.append(
+            f"{', '.join(on_demand)} load on their first request (cold start of a few "
+            f"seconds to minutes); at most {models_max} model(s) loaded at once, the least "
+            "recently used unloaded to make room"
+        )
+    need = _need(chosen)
+    devices = {k: (need[k], cap.get(k, 0)) for k in sorted(need)}
+    return StackPlan(stack, ordered, resident, on_demand, models_max, devices, tuple(notes))
+
+
+# --- the preset and the launch ----------------------------------------------------------
+
+
+def _section(argv: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """llama-server argv (after the binary) → preset keys (flag names without dashes)."""
+    out: dict[str, str] = {}
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        token = args[i]
+        key = token.lstrip("-")
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if nxt is not None and (not nxt.startswith("--") or _number(nxt)):
+            out[key] = nxt
+            i += 2
+        else:
+            out[key] = "true"
+            i += 1
+    return {k: v for k, v in out.items() if k not in _ROUTER_OWNED}
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _ini_value(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise UsageError(f"engine flag value {text!r} spans lines")
+    return text
+
+
+def render_preset(plan: StackPlan, sections: dict[str, dict[str, str]]) -> str:
+    lines = [
+        "; written by deploy from the stack's joint plan; edits are overwritten",
+        "version = 1",
+        "",
+    ]
+    for e in plan.entries:
+        alias = e.model.alias
+        lines.append(f"[{alias}]")
+        for k, v in sections[alias].items():
+            lines.append(f"{k} = {v}")
+        lines.append(f"load-on-startup = {'true' if alias in plan.resident else 'false'}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def model_section(
+    entry: StackEntry, argv: tuple[str, ...], flags: frozenset[str]
+) -> dict[str, str]:
+    """One model's preset keys: its planned llama-server flags, the embedding flags for
+    task embed, its LoRA adapters and the user's own engine_flags (checked against the
+    installed llama-server's flag list)."""
+    from toolkit.engines.flags import check_extra_args
+
+    m = entry.model
+    sec = _section(argv)
+    if m.task == "embed":
+        sec["embeddings"] = "true"
+        sec.setdefault("pooling", "mean")
+    if m.lora:
+        missing = [lo.path for lo in m.lora if not Path(lo.path).is_file()]
+        if missing:
+            raise UsageError(f"stack model {m.alias!r}: no LoRA file {missing[0]}")
+        sec["lora-scaled"] = ",".join(f"{lo.path}:{lo.scale:g}" for lo in m.lora)
+    extra: list[str] = []
+    for flag, value in m.engine_flags.items():
+        extra.append(flag)
+        if value is not True:
+            extra.append(_ini_value(value))
+    check_extra_args(extra, flags, engine="llamacpp")
+    for flag, value in m.engine_flags.items():
+        sec[flag.lstrip("-")] = _ini_value(value)
+    return sec
+
+
+@dataclass(frozen=True)
+class StackUp:
+    plan: StackPlan
+    result: Any
+    preset: Path
+    notes: tuple[str, ...] = field(default=())
+
+
+def up_stack(
+    stack: Stack,
+    *,
+    source: Path | None = None,
+    llama_server: Path | None = None,
+    port: int | None = None,
+    timeout: float | None = None,
+    dry_run: bool = False,
+    progress: Any = None,
+    notify: Any = None,
+) -> StackUp | dict[str, Any]:
+    """Plan the stack for this machine, write the router's preset, start the router and
+    wait until the first model answers through it."""
+    from toolkit.api import runs
+    from toolkit.engines.base import Launch, build_launch, find_engine, private_env
+    from toolkit.runs import records
+
+    say = notify or (lambda _m: None)
+    runs.check_host(stack.host)
+    installed = find_engine("llamacpp", path=llama_server)
+    if installed.flags and "--models-preset" not in installed.flags:
+        raise EngineError(
+            f"llama-server {installed.version} has no router mode (--models-preset)",
+            hint="deploy engines install llamacpp --force (a newer build)",
+        )
+    splan = plan_stack(stack)
+    name = records.check_name(stack.name)
+    rdir = records.run_dir(name)
+    key_file = keys.key_path(name)
+    engine_keys = rdir / keys.ENGINE_KEYS_FILE
+    sections: dict[str, dict[str, str]] = {}
+    for e in splan.entries:
+        path = runs.model_files(e.plan)
+        bad = runs.verify_failure(e.plan)
+        if bad:
+            raise IntegrityError(
+                f"{e.plan.variant_id}: {bad}; deploy will not serve it",
+                hint=f"deploy rm {e.plan.variant_id} && deploy pull {e.plan.variant_id}",
+            )
+        one = build_launch(
+            e.plan,
+            installed,
+            model_path=path,
+            host=stack.host,
+            port=0,
+            api_key_file=engine_keys,
+            run_dir=rdir,
+            served_model_name=e.model.alias,
+        )
+        sections[e.model.alias] = model_section(e, one.argv, installed.flags)
+    preset = rdir / PRESET_FILE
+    text = render_preset(splan, sections)
+
+    def launch_for(p: int) -> Launch:
+        argv = (
+            str(installed.path),
+            "--models-preset",
+            str(preset),
+            "--models-max",
+            str(splan.models_max),
+            "--host",
+            stack.host,
+            "--port",
+            str(p),
+            "--offline",
+        )
+        env = private_env(False)
+        # The router and every model it starts read the keys from this file.
+        env["LLAMA_ARG_API_KEY_FILE"] = str(engine_keys)
+        return Launch(
+            engine="llamacpp",
+            engine_version=installed.version,
+            argv=argv,
+            env=env,
+            served_model_name=splan.entries[0].model.alias,
+            host=stack.host,
+            port=p,
+            notes=splan.notes,
+            files={preset: text},
+        )
+
+    if dry_run:
+        launch = launch_for(port or stack.port or 0)
+        return {"name": name, "plan": splan.to_dict(), "preset": text, **launch.redacted()}
+
+    opts = runs.UpOptions(name=name, host=stack.host, port=port or stack.port)
+    result = runs._start(
+        name=name,
+        model_label=f"stack: {', '.join(e.model.alias for e in splan.entries)}",
+        variant_id=",".join(e.plan.variant_id for e in splan.entries),
+        plan_doc={"stack": splan.to_dict(), "file": str(source) if source else None},
+        installed=installed,
+        launch_for=launch_for,
+        opts=opts,
+        key_file=key_file,
+        engine_keys=engine_keys,
+        tls=None,
+        timeout=timeout or runs.DEFAULT_TIMEOUT_S["llamacpp"],
+        progress=progress,
+        warnings=[],
+        say=say,
+        calibrate=None,
+        probe_model=splan.entries[0].model.alias,
+    )
+    return StackUp(plan=splan, result=result, preset=preset)
