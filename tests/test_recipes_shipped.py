@@ -72,6 +72,7 @@ EXPECTED_KV_F16: dict[str, int] = {
     "devstral-small-2": 163_840,  # its text decoder: 40 x 2 x 8 x 128 x 2
     # Granite 4.0 H: 4 attention layers of 40 (the rest Mamba2): 4 x 2 x 4 x 128 x 2
     "granite-4.0-h-tiny": 8_192,
+    "qwen3-embedding-0.6b": 114_688,  # 28 x 2 x 8 x 128 x 2
     "mistral-small-24b-2501": 163_840,
     # Llama 3.1 / 3.3
     "llama-3.1-8b": 131_072,

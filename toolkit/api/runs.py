@@ -72,6 +72,8 @@ class UpOptions:
     dry_run: bool = False
     #: Flags passed through to the engine after `--` (checked against its flag list).
     engine_args: tuple[str, ...] = ()
+    #: llama.cpp physical batch (embedding models take one input per batch).
+    ubatch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,7 @@ def make_plan(model: str, opts: UpOptions) -> tuple[Plan, list[str]]:
         concurrency=opts.concurrency or 1,
         engine=engine,  # type: ignore[arg-type]
         variant=opts.variant,
+        ubatch=opts.ubatch,
     )
     result = planner.make_plans(model, request)
     if not result.plans:

@@ -39,6 +39,11 @@ def _warn(message: str) -> None:
 @click.option(
     "--concurrency", type=click.IntRange(1, 4096), help="Parallel sequences (llama.cpp slots)."
 )
+@click.option(
+    "--ubatch",
+    type=click.IntRange(1, 1 << 16),
+    help="llama.cpp physical batch (embedding models: the longest input, e.g. 8192).",
+)
 @click.option("--name", help="Run name (default: the variant id).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port, 1-65535 (default: a free one).")
