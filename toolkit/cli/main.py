@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stop": ("toolkit.cli.runs", "stop", "Stop a run (or --all)."),
     "check": ("toolkit.cli.runs", "check", "Check that a run serves what its plan promised."),
     "restart": ("toolkit.cli.runs", "restart", "Stop a run and start it again as it was."),
+    "chat": ("toolkit.cli.runs", "chat", "Chat in the terminal with a run (streaming)."),
     "keys": ("toolkit.cli.keys", "keys_group", "Named API keys for a team."),
     "stack": (
         "toolkit.cli.stack",

@@ -10,7 +10,7 @@ import click
 
 from toolkit.api import runs as api
 from toolkit.cli.output import console, emit_json, json_option
-from toolkit.errors import EngineError, UsageError
+from toolkit.errors import EngineError, NotFound, UsageError
 from toolkit.units import format_bytes
 
 
@@ -284,3 +284,60 @@ def restart(name: str, as_json: bool) -> None:
     console().print(
         f"[green]Ready[/green] again in {result.seconds_to_ready:.1f} s: {rec.base_url}"
     )
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.argument("model", required=False)
+@click.option("--url", help="Any OpenAI-compatible base URL (…/v1) instead of a run NAME.")
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File holding the API key for --url (never pass a key on the command line).",
+)
+@click.option("--max-tokens", type=click.IntRange(1, 1 << 20), default=512, show_default=True)
+@click.option("--temperature", type=float, help="Sampling temperature (default: the server's).")
+def chat(
+    name: str | None,
+    model: str | None,
+    url: str | None,
+    key_file: Path | None,
+    max_tokens: int,
+    temperature: float | None,
+) -> None:
+    """Chat in the terminal with run NAME (and MODEL, an alias of a stack), or --url.
+
+    Streams answers, keeps the conversation; /model NAME, /models, /reset, /system TEXT,
+    /exit; a line of three double quotes starts and ends a multi-line message.
+    """
+    import sys
+
+    from toolkit import chat as chat_mod
+    from toolkit import keys
+    from toolkit.runs import records
+
+    if (name is None) == (url is None):
+        raise UsageError("give a run NAME or --url", hint="deploy ps   (the running runs)")
+    if url is not None:
+        key = keys.read_key(key_file) if key_file is not None else None
+        base = url.rstrip("/")
+    else:
+        assert name is not None
+        rec = records.find(name)
+        if rec is None:
+            raise NotFound(f"no run named {name!r}", hint="deploy ps")
+        base = rec.base_url
+        key = keys.read_key(Path(rec.key_file)) if rec.key_file else None
+    session = chat_mod.Session(base, key, model or "", max_tokens=max_tokens,
+                               temperature=temperature)  # fmt: skip
+    if not session.model:
+        listed = session.models()
+        if not listed:
+            raise EngineError(f"{base} lists no model")
+        session.model = listed[0]
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    chat_mod.run(session, write=write)
