@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("toolkit.cli.runs", "check", "Check that a run serves what its plan promised."),
     "restart": ("toolkit.cli.runs", "restart", "Stop a run and start it again as it was."),
     "chat": ("toolkit.cli.runs", "chat", "Chat in the terminal with a run (streaming)."),
+    "service": ("toolkit.cli.service", "service_group", "Run a model as a service (reboot-proof)."),
     "keys": ("toolkit.cli.keys", "keys_group", "Named API keys for a team."),
     "stack": (
         "toolkit.cli.stack",

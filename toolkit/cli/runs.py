@@ -77,6 +77,8 @@ def up(
     or model folder. Binds 127.0.0.1 with a generated API key, offline, telemetry off.
     Engine flags go after `--`: deploy up smollm2-135m -- --embeddings --pooling mean
     """
+    if foreground:
+        _stop_like_ctrl_c()
     if stack_file is not None:
         if model is not None or engine_args:
             raise UsageError(
@@ -146,16 +148,23 @@ def up(
         _foreground(rec.name)
 
 
-def _foreground(name: str) -> None:
+def _stop_like_ctrl_c() -> None:
+    """A service manager stops a unit with SIGTERM (systemd, launchd, docker); a closed
+    terminal sends SIGHUP. From here on both act as Ctrl-C: while `deploy up` still waits
+    for the model, the start is abandoned and the engine stopped; afterwards the log loop
+    ends and the engine is stopped. Installed before the engine starts, so a stop that
+    comes during a long load never leaves the engine running on its own."""
     import signal
 
     def _stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # leave the log loop; `finally` stops the engine
+        raise KeyboardInterrupt
 
-    # A service manager stops a unit with SIGTERM (systemd, launchd, docker); a closed
-    # terminal sends SIGHUP. Both stop the engine as Ctrl-C does.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _stop)
+
+
+def _foreground(name: str) -> None:
+    _stop_like_ctrl_c()
     click.echo(f"\n--- {name}: log follows; Ctrl-C stops the server ---", err=True)
     try:
         for line in api.logs(name, lines=0, follow=True):
