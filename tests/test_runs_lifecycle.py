@@ -129,16 +129,39 @@ def _forking_group(tmp_path: Path) -> subprocess.Popen[bytes]:
 def test_stop_group_terminates_every_member(tmp_path: Path) -> None:
     proc = _forking_group(tmp_path)
     deadline = time.monotonic() + 10
-    while len(process.group_members(proc.pid)) < 3 and time.monotonic() < deadline:
+    # the shell, its two sleeps, and the log pump beside them
+    while len(process.group_members(proc.pid)) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     members = [p.pid for p in process.group_members(proc.pid)]
-    assert len(members) == 3
+    assert len(members) == 4
     assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)  # its own group and session
     rss = process.group_rss(proc.pid)
     assert rss is not None and rss > 0
     assert process.stop_group(proc.pid, proc.pid) == "terminated"
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in members)
     assert process.stop_group(proc.pid, proc.pid) == "not running"  # idempotent
+
+
+def test_log_pump_rotates_at_the_cap_and_keeps_the_last_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's output reaches its log through the pump in its process group; at the
+    cap the log rotates (server.log.1, .2), and what the engine says as it exits is kept."""
+    monkeypatch.setenv("DEPLOY_LOG_MAX_BYTES", "8192")
+    log = tmp_path / "server.log"
+    proc = process.spawn(
+        ["sh", "-c", "i=0; while [ $i -lt 600 ]; do echo line $i xxxxxxxxxxxxxxxxxxxxxxxxx;"
+         " i=$((i+1)); done; echo last words"],
+        dict(os.environ), log, tmp_path,
+    )  # fmt: skip
+    assert proc.wait(30) == 0
+    deadline = time.monotonic() + 10
+    while process.group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.read_text().rstrip().endswith("last words")
+    rotated = sorted(p.name for p in tmp_path.glob("server.log.*"))
+    assert rotated == ["server.log.1", "server.log.2"]  # two kept, older ones dropped
+    assert all(p.stat().st_size <= 8192 + 64 for p in tmp_path.glob("server.log*"))
 
 
 def test_stop_group_kills_what_ignores_term(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """A stack (several models behind one endpoint) on the real llama-server router: SmolLM2
-as `chat`, the same model with a LoRA adapter as `tuned`, an embedding alias, and a second
-GGUF loaded on demand; the official openai client talks to each alias; a named key works
-and a revoked one gets 401 after the restart; `deploy stop` leaves no process."""
+as `chat`, the same model with a LoRA adapter as `tuned`, an embedding alias, and Gemma 3
+270M (from its PyPI wheels) loaded on demand; the official openai client talks to each
+alias; a named key works and a revoked one gets 401 after the restart; `deploy stop`
+leaves no process."""
 
 from __future__ import annotations
 
@@ -14,22 +15,10 @@ import psutil
 import pytest
 
 from tests.clihelp import run
-from tests.fabricate import write_gguf, write_lora_gguf
+from tests.fabricate import write_lora_gguf
 from tests.upfixtures import read_key
-from toolkit.catalog.schema import Architecture
 
 pytestmark = [pytest.mark.engine, pytest.mark.llamacpp]
-
-TINY = Architecture(
-    model_type="qwen3",
-    layers=2,
-    hidden_size=256,
-    heads=4,
-    kv_heads=2,
-    head_dim=64,
-    vocab_size=4096,
-    intermediate_size=512,
-)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -87,20 +76,23 @@ def test_joint_plan_keeps_resident_what_fits(smollm2_gguf: Path, tmp_path: Path)
 
 
 def test_stack_behind_one_endpoint(
-    llama_server: Any, smollm2_gguf: Path, tmp_path: Path, isolated_env: Path
+    llama_server: Any,
+    smollm2_gguf: Path,
+    gemma3_270m_gguf: Path,
+    tmp_path: Path,
+    isolated_env: Path,
 ) -> None:
     from openai import OpenAI
 
     lora = write_lora_gguf(tmp_path / "lora.gguf", hidden=576, layers=30, kv_dim=192,
                            rank=8, scale=0.2, seed=7)  # fmt: skip
-    (tiny,) = write_gguf(tmp_path / "tiny.gguf", TINY, ftype="Q8_0")
     f = _write(
         tmp_path / "deploy.yaml",
         "version: 1\nname: dev\nmodels:\n"
         f"  - {{alias: chat, model: {smollm2_gguf}, ctx: 2048}}\n"
         f"  - {{alias: tuned, model: {smollm2_gguf}, ctx: 1024, lora: [{{path: lora.gguf}}]}}\n"
         f"  - {{alias: embed, model: {smollm2_gguf}, ctx: 1024, task: embed}}\n"
-        f"  - {{alias: small, model: {tiny}, ctx: 512, resident: false}}\n",
+        f"  - {{alias: small, model: {gemma3_270m_gguf}, ctx: 1024, resident: false}}\n",
     )
     assert lora.exists()
     added = run("keys", "add", "bob")

@@ -200,6 +200,16 @@ def test_ps_shows_ready(live: LiveRun) -> None:
     assert row["engine_version"]
     assert row["rss_bytes"] > 50 * 2**20  # the model is loaded
     assert "ready" in table.stdout and live.name in table.stdout
+    # The earlier tests chatted: /metrics (read with the key) counts what was served.
+    assert row["tokens_out"] > 0 and row["tok_s"] > 0
+    assert "tokens out" in table.stdout
+
+
+def test_metrics_need_the_key(live: LiveRun) -> None:
+    root = live.base_url.removesuffix("/v1")
+    assert httpx.get(f"{root}/metrics", timeout=30).status_code == 401
+    ok = httpx.get(f"{root}/metrics", headers={"Authorization": f"Bearer {live.key}"}, timeout=30)
+    assert ok.status_code == 200 and "llamacpp:tokens_predicted_total" in ok.text
 
 
 def test_check_passes(live: LiveRun) -> None:

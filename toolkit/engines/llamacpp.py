@@ -201,6 +201,10 @@ def native_launch(
         argv += ["--ctx-checkpoints", str(s.ctx_checkpoints)]
     if not online:
         argv.append("--offline")
+    # Prometheus counters on /metrics (behind the API key like every other endpoint):
+    # what `deploy ps` shows as tokens out and tok/s.
+    if known("--metrics"):
+        argv.append("--metrics")
     # Level 4 makes llama-server log its model/KV/compute buffer sizes at startup: the
     # memory report `deploy up` turns into a calibration record (no prompt text is logged).
     argv += ["--log-verbosity", "4"]

@@ -22,22 +22,40 @@ import psutil
 STOP_TIMEOUT_S = 15.0
 
 
+#: The engine's log is rotated at this size, keeping LOG_KEEP older files
+#: (DEPLOY_LOG_MAX_BYTES overrides it): llama-server at log level 4 writes ~5 KB a request.
+LOG_MAX_BYTES = 64 * 1024 * 1024
+LOG_KEEP = 2
+
+
+def log_max_bytes() -> int:
+    value = os.environ.get("DEPLOY_LOG_MAX_BYTES", "")
+    return int(value) if value.isdigit() and int(value) > 0 else LOG_MAX_BYTES
+
+
 def spawn(
     argv: Sequence[str], env: Mapping[str, str], log_file: Path, cwd: Path
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in a new session (its own process group), output appended to log_file."""
+    """Start `argv` in a new session (its own process group). `toolkit.runs.logpump
+    --exec` starts the log pump beside it and then execs the engine, so the returned
+    process IS the engine; its output goes through a pipe to the pump, which appends it
+    to log_file and rotates that at log_max_bytes()."""
+    import sys
+
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        return subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+    log_file.touch()
+    launcher = [sys.executable, "-m", "toolkit.runs.logpump", "--exec", str(log_file),
+                str(log_max_bytes()), str(LOG_KEEP), "--", *argv]  # fmt: skip
+    return subprocess.Popen(
+        launcher,
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 def run_bounded(
