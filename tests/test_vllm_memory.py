@@ -327,3 +327,26 @@ def test_a_recipe_model_without_architecture_is_named_not_dropped() -> None:
     assert res.plans and res.plans[0].model_id == "devstral-small-2"
     r = run("plan", "mistral", "--hw", "1xrtx4090,ram=64G")
     assert "not planned: devstral-2" in r.stdout
+
+
+def test_speculative_decoding_with_mtp_layers_is_planned() -> None:
+    """--spec-tokens N: the MTP layers' weights, their KV layer and the rejection
+    sampler are counted; the launch carries vLLM's speculative config; a model without
+    MTP layers says so."""
+    from tests.test_engines_golden import render
+
+    hw = "8xh200,ram=2T"
+    base = make_plans("deepseek-r1:fp8", PlanRequest(), hw=hw, calibration=[]).plans[0]
+    spec = make_plans("deepseek-r1:fp8", PlanRequest(spec_tokens=2), hw=hw, calibration=[])
+    plan = spec.plans[0]
+    assert plan.vllm is not None and plan.vllm.speculative_tokens == 2
+    assert plan.memory[0].weights_bytes > base.memory[0].weights_bytes + GiB  # 14B of MTP / 8
+    assert plan.memory[0].compute_bytes > base.memory[0].compute_bytes
+    assert plan.vllm.memory_terms is not None
+    assert plan.vllm.memory_terms["kv_groups"]["layers_per_group"] == 62  # 61 + the MTP layer
+    argv = render(plan)["vllm"]["argv"]
+    assert argv[argv.index("--speculative-config") + 1] == (
+        '{"method":"mtp","num_speculative_tokens":2}'
+    )
+    none = make_plans("llama-3.1-8b", PlanRequest(spec_tokens=2, engine="vllm"), hw="1xh100")
+    assert not none.plans and "multi-token-prediction" in none.rejections[0].reason

@@ -40,6 +40,11 @@ def settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="vLLM data-parallel attention + expert parallel over N GPUs (MoE); 1 = TP only.",
         ),
         click.option(
+            "--spec-tokens",
+            type=click.IntRange(1, 16),
+            help="vLLM: speculative decoding with the model's MTP layers, N tokens a step.",
+        ),
+        click.option(
             "--vllm-version",
             help="Plan vLLM memory as this version budgets it (default: installed, else newest).",
         ),
@@ -85,6 +90,7 @@ def _request(kw: dict[str, Any]) -> PlanRequest:
         tp=kw["tp"],
         dp=kw["dp"],
         vllm_version=kw["vllm_version"],
+        spec_tokens=kw["spec_tokens"],
         gpu_mem_util=kw["gpu_mem_util"],
         ngl=kw["ngl"],
         n_cpu_moe=kw["n_cpu_moe"],

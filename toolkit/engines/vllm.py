@@ -108,6 +108,9 @@ def vllm_launch(
         argv += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
     if s.max_num_seqs is not None:
         argv += ["--max-num-seqs", str(s.max_num_seqs)]
+    if s.speculative_tokens:
+        spec = {"method": "mtp", "num_speculative_tokens": s.speculative_tokens}
+        argv += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
     if s.max_num_batched_tokens is not None:
         argv += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
     dtype = s.dtype

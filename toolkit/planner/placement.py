@@ -376,6 +376,19 @@ def llamacpp(
     )
 
 
+def mtp_bytes(arch: Architecture, layout: WeightLayout) -> int:
+    """Weights of the multi-token-prediction layers: as read from the files when they were
+    (`unloaded_bytes`), else their parameters at the layout's bytes per parameter."""
+    if layout.unloaded_bytes:
+        return layout.unloaded_bytes
+    if not arch.mtp_layers:
+        return 0
+    from toolkit.inspect.params import param_breakdown
+
+    b = param_breakdown(arch)
+    return int(b.mtp * layout.total_bytes / b.total) if b.total else 0
+
+
 def vllm_gpu(
     arch: Architecture,
     layout: WeightLayout,
@@ -392,6 +405,7 @@ def vllm_gpu(
     kv_read_ctx: int,
     version: vm.Version = vm.NEWEST,
     dp: int = 1,
+    spec_tokens: int = 0,
 ) -> Evaluated:
     """vLLM on `tp × pp` GPUs, or `dp` data-parallel replicas of the attention with the
     experts spread over all of them (`dp > 1`, expert parallel, TP 1 each). With DP
@@ -400,11 +414,14 @@ def vllm_gpu(
     used = gpus[: tp * pp * dp]
     total = min(g.total_bytes for g in used)
     free = min(g.free_bytes for g in used)
+    loaded = layout.total_bytes
+    if spec_tokens:
+        loaded += mtp_bytes(arch, layout)  # the MTP layers, loaded to propose tokens
     if dp > 1:
         experts = sum(layout.expert_bytes_per_layer)
-        w_gpu = layout.total_bytes - experts + -(-experts // dp)
+        w_gpu = loaded - experts + -(-experts // dp)
     else:
-        w_gpu = -(-layout.total_bytes // (tp * pp))
+        w_gpu = -(-loaded // (tp * pp))
     terms = vm.vllm_terms(
         arch,
         gpu_total=total,
@@ -417,6 +434,7 @@ def vllm_gpu(
         version=version,
         batched_tokens=batched_tokens,
         max_model_len=ctx,
+        spec_tokens=spec_tokens,
     )
     reasons: list[str] = []
     if terms.budget > free:

@@ -172,7 +172,14 @@ def _plan(
             if e.vllm_terms is None
             else vllm_memory.version_text(e.vllm_terms.version),
             memory_terms=None if e.vllm_terms is None else vllm_memory.describe(e.vllm_terms),
+            speculative_tokens=req.spec_tokens if not on_cpu else None,
         )
+        if req.spec_tokens and not on_cpu:
+            notes.append(
+                f"speculative decoding: the model's MTP layers propose {req.spec_tokens} "
+                "tokens a step (their weights, KV and the rejection sampler are counted; the "
+                "speed estimate does not include the speed-up)"
+            )
         if e.dp > 1:
             notes.append(
                 f"data parallel × {e.dp} with expert parallel: each GPU holds the attention "

@@ -258,8 +258,14 @@ def vllm_search(
             kv_read_ctx=ctx // 2,
             version=version,
             dp=dp,
+            spec_tokens=req.spec_tokens or 0,
         )
 
+    if req.spec_tokens and not model.arch.mtp_layers:
+        return (
+            "--spec-tokens: the model has no multi-token-prediction layers to propose with"
+            " (a separate draft model is not planned)"
+        )
     if req.dp is not None and req.dp > 1:
         if model.arch.moe is None:
             return f"--dp {req.dp}: data-parallel attention with expert parallel is for MoE models"

@@ -104,6 +104,8 @@ class VllmSettings:
     version: str | None = None
     #: vLLM's memory terms per GPU as planned (bytes; see toolkit.planner.vllm_memory).
     memory_terms: dict[str, Any] | None = None
+    #: Speculative decoding with the model's MTP layers: tokens proposed per step.
+    speculative_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,9 @@ class PlanRequest:
     #: (`--data-parallel-size N --enable-expert-parallel`); None = chosen by the planner
     #: for MoE models, 1 = tensor parallel only.
     dp: int | None = None
+    #: vLLM speculative decoding with the model's own multi-token-prediction layers:
+    #: tokens proposed per step (`--speculative-config {"method": "mtp", …}`).
+    spec_tokens: int | None = None
     #: Usable floors: plans below either are listed after every usable plan. None: the
     #: defaults (10 tok/s; 8192 tokens or the model's own floor).
     min_tok_s: float | None = None

@@ -76,6 +76,10 @@ DEFAULT_PARAMS: dict[str, float] = {
     "graph_scale": 1.0,
     # persistent runner buffers charged from 0.27 (GiB)
     "runner_gib": 0.3,
+    # bytes per (sequence × vocabulary entry × speculative token) of the profiled
+    # rejection sampler: Qwen3-8B with 7 speculative tokens on an H100, peak activation
+    # 3.04 -> 7.12 GiB at 1024 sequences (vllm#48037): 4.08 GiB / (1024 × 151,936 × 7)
+    "spec_sampler": 4.0,
 }
 
 
@@ -300,6 +304,7 @@ def kv_layout(
     pp: int,
     kv_dtype: str,
     hybrid_manager: bool = True,
+    extra_full_layers: int = 0,
 ) -> KvLayout:
     """vLLM's KV cache groups on one rank of a PP stage.
 
@@ -321,6 +326,8 @@ def kv_layout(
         or (chunked and (0, 10, 2) <= version < (0, 14, 0))
     ):
         full, sliding = full + sliding, 0
+    # Speculative decoding with MTP layers caches them as full-attention layers too.
+    full += extra_full_layers
     full, sliding, state = (-(-n // pp) for n in (full, sliding, state))
     dtype = KV_DTYPE_BYTES[kv_dtype]
     block = 64 if version >= (0, 34, 0) else 16
@@ -402,6 +409,7 @@ def vllm_terms(
     v0: bool | None = None,
     hybrid_manager: bool = True,
     flashinfer: bool | None = None,
+    spec_tokens: int = 0,
     p: dict[str, float] | None = None,
 ) -> VllmTerms:
     """vLLM on one GPU: the KV pool left by the version's profiling, in blocks."""
@@ -418,6 +426,8 @@ def vllm_terms(
     act = forward_bytes(arch, tokens, tp, p) + sampler_bytes(
         arch, version, min(seqs, tokens), p, v0=old, flashinfer=flashinfer
     )
+    if spec_tokens:
+        act += int(min(seqs, tokens) * arch.vocab_size * spec_tokens * p["spec_sampler"])
     non_torch = p["non_torch_gib"] * GiB
     nccl_inside = old or (0, 9, 1) <= version < (0, 11, 0)
     if tp * pp > 1:
@@ -436,7 +446,13 @@ def vllm_terms(
         cap = gpu_total - context - weights_per_gpu - int(non_torch) - graphs - act
         kv = min(kv, cap - max(GiB, int(0.75 * act)))
     layout = kv_layout(
-        arch, version=version, tp=tp, pp=pp, kv_dtype=kv_dtype, hybrid_manager=hybrid_manager
+        arch,
+        version=version,
+        tp=tp,
+        pp=pp,
+        kv_dtype=kv_dtype,
+        hybrid_manager=hybrid_manager,
+        extra_full_layers=arch.mtp_layers if spec_tokens else 0,
     )
     blocks = layout.blocks(kv)
     groups = layout.full_groups + layout.sliding_groups + layout.state_groups
