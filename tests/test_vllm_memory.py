@@ -350,3 +350,25 @@ def test_speculative_decoding_with_mtp_layers_is_planned() -> None:
     )
     none = make_plans("llama-3.1-8b", PlanRequest(spec_tokens=2, engine="vllm"), hw="1xh100")
     assert not none.plans and "multi-token-prediction" in none.rejections[0].reason
+
+
+def test_lora_buffers_are_planned_and_launched() -> None:
+    """--lora-rank R --max-loras N: vLLM's stacked LoRA buffers (every linear module, N
+    slots of rank R, bf16) join the weights; the launch enables LoRA with those sizes."""
+    from tests.test_engines_golden import render
+    from toolkit.planner.placement import lora_bytes
+
+    hw = "1xh100"
+    base = make_plans("llama-3.1-8b:bf16", PlanRequest(engine="vllm"), hw=hw, calibration=[])
+    req = PlanRequest(engine="vllm", lora_rank=16, max_loras=4)
+    with_lora = make_plans("llama-3.1-8b:bf16", req, hw=hw, calibration=[]).plans[0]
+    arch = _arch("llama-3.1-8b")
+    added = lora_bytes(arch, rank=16, max_loras=4, tp=1)
+    # 16 × (7·4096 + 2·4096 + 2·1024 + 3·14336) × 32 layers × 4 slots × 2 bytes
+    assert added == 16 * (7 * 4096 + 2 * 4096 + 2 * 1024 + 3 * 14336) * 32 * 4 * 2
+    assert with_lora.memory[0].weights_bytes == base.plans[0].memory[0].weights_bytes + added
+    argv = render(with_lora)["vllm"]["argv"]
+    i = argv.index("--enable-lora")
+    assert argv[i + 1 : i + 5] == ["--max-loras", "4", "--max-lora-rank", "16"]
+    bad = run("plan", "llama-3.1-8b", "--hw", hw, "--lora-rank", "12")
+    assert bad.exit_code == 2 and "one of 1, 8, 16" in bad.stderr

@@ -336,6 +336,10 @@ def _hint(model: str, result: PlanResult) -> str:
     return f"deploy plan {model} --all  (see every rejection)"
 
 
+#: The max_lora_rank values vLLM accepts (vllm/config/lora.py LoRAConfig).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
 def _check_request(req: PlanRequest) -> None:
     if req.ctx is not None and req.ctx < 1:
         raise UsageError("--ctx must be positive")
@@ -345,6 +349,11 @@ def _check_request(req: PlanRequest) -> None:
         raise UsageError("--gpu-mem-util must be in (0, 1]")
     if req.tp is not None and req.tp < 1:
         raise UsageError("--tp must be at least 1")
+    if req.lora_rank is not None and req.lora_rank not in LORA_RANKS:
+        raise UsageError(
+            f"--lora-rank {req.lora_rank}: vLLM takes one of {', '.join(map(str, LORA_RANKS))}",
+            hint="the next size up from your adapters' rank, e.g. --lora-rank 16",
+        )
     if req.dp is not None and not 1 <= req.dp <= 64:
         raise UsageError("--dp must be between 1 and 64", hint="e.g. --dp 8 on 8 GPUs")
     if req.vllm_version is not None:

@@ -171,6 +171,13 @@ def plan_value_problem(plan: Plan) -> str | None:
             ("vllm.pipeline_parallel", plan.vllm.pipeline_parallel, 1, 64),
             ("vllm.data_parallel", plan.vllm.data_parallel, 1, 64),
         ]
+        if plan.vllm.speculative_tokens is not None:
+            ranges.append(("vllm.speculative_tokens", plan.vllm.speculative_tokens, 1, 16))
+        if plan.vllm.lora is not None:
+            lora = plan.vllm.lora
+            if not isinstance(lora, (list, tuple)) or len(lora) != 2:
+                return f"vllm.lora {lora!r} is not [max_loras, max_rank]"
+            ranges += [("vllm.lora[0]", lora[0], 1, 64), ("vllm.lora[1]", lora[1], 1, 512)]
         util = plan.vllm.gpu_memory_utilization
         if not isinstance(util, (int, float)) or not 0 < util <= 1:
             return f"vllm.gpu_memory_utilization {util!r} is not in (0, 1]"

@@ -45,6 +45,18 @@ def settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="vLLM: speculative decoding with the model's MTP layers, N tokens a step.",
         ),
         click.option(
+            "--lora-rank",
+            type=click.IntRange(1, 512),
+            help="vLLM: serve LoRA adapters up to this rank (memory planned; --max-loras N).",
+        ),
+        click.option(
+            "--max-loras",
+            type=click.IntRange(1, 64),
+            default=1,
+            show_default=True,
+            help="vLLM: adapters one batch may mix.",
+        ),
+        click.option(
             "--vllm-version",
             help="Plan vLLM memory as this version budgets it (default: installed, else newest).",
         ),
@@ -91,6 +103,8 @@ def _request(kw: dict[str, Any]) -> PlanRequest:
         dp=kw["dp"],
         vllm_version=kw["vllm_version"],
         spec_tokens=kw["spec_tokens"],
+        lora_rank=kw["lora_rank"],
+        max_loras=kw["max_loras"],
         gpu_mem_util=kw["gpu_mem_util"],
         ngl=kw["ngl"],
         n_cpu_moe=kw["n_cpu_moe"],

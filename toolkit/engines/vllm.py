@@ -108,6 +108,8 @@ def vllm_launch(
         argv += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
     if s.max_num_seqs is not None:
         argv += ["--max-num-seqs", str(s.max_num_seqs)]
+    if s.lora is not None:
+        argv += ["--enable-lora", "--max-loras", str(s.lora[0]), "--max-lora-rank", str(s.lora[1])]
     if s.speculative_tokens:
         spec = {"method": "mtp", "num_speculative_tokens": s.speculative_tokens}
         argv += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]

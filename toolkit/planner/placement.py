@@ -389,6 +389,23 @@ def mtp_bytes(arch: Architecture, layout: WeightLayout) -> int:
     return int(b.mtp * layout.total_bytes / b.total) if b.total else 0
 
 
+def lora_bytes(arch: Architecture, *, rank: int, max_loras: int, tp: int) -> int:
+    """GPU memory vLLM allocates for LoRA at start (vllm/lora/layers: lora_a_stacked
+    [max_loras, 1, rank, in] and lora_b_stacked [max_loras, 1, out, rank] per linear
+    module, bf16, in and out split over TP as the module is): per layer q/k/v, o,
+    gate/up and down give rank × (7·hidden + (2·q + 2·kv + 3·intermediate) / tp)
+    elements. MoE layers count their attention and shared parts only (vLLM's expert LoRA
+    is not planned)."""
+    h = arch.hidden_size
+    q = arch.heads * arch.head_dim
+    kv = arch.kv_heads * arch.head_dim
+    inter = arch.intermediate_size or 0
+    if arch.moe is not None:
+        inter = arch.moe.shared_expert_intermediate_size or 0
+    per_layer = rank * (7 * h + (2 * q + 2 * kv + 3 * inter) / tp)
+    return int(per_layer * arch.layers * max_loras * 2)
+
+
 def vllm_gpu(
     arch: Architecture,
     layout: WeightLayout,
@@ -406,6 +423,7 @@ def vllm_gpu(
     version: vm.Version = vm.NEWEST,
     dp: int = 1,
     spec_tokens: int = 0,
+    lora: tuple[int, int] | None = None,
 ) -> Evaluated:
     """vLLM on `tp × pp` GPUs, or `dp` data-parallel replicas of the attention with the
     experts spread over all of them (`dp > 1`, expert parallel, TP 1 each). With DP
@@ -422,6 +440,8 @@ def vllm_gpu(
         w_gpu = loaded - experts + -(-experts // dp)
     else:
         w_gpu = -(-loaded // (tp * pp))
+    if lora is not None:
+        w_gpu += lora_bytes(arch, rank=lora[1], max_loras=lora[0], tp=tp) // pp
     terms = vm.vllm_terms(
         arch,
         gpu_total=total,

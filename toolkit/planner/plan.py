@@ -173,7 +173,14 @@ def _plan(
             else vllm_memory.version_text(e.vllm_terms.version),
             memory_terms=None if e.vllm_terms is None else vllm_memory.describe(e.vllm_terms),
             speculative_tokens=req.spec_tokens if not on_cpu else None,
+            lora=(req.max_loras, req.lora_rank) if req.lora_rank else None,
         )
+        if req.lora_rank:
+            notes.append(
+                f"LoRA: up to {req.max_loras} adapter(s) of rank ≤ {req.lora_rank} per batch "
+                "(their GPU buffers are in the weights); name adapters at launch: deploy up "
+                "… -- --lora-modules NAME=PATH"
+            )
         if req.spec_tokens and not on_cpu:
             notes.append(
                 f"speculative decoding: the model's MTP layers propose {req.spec_tokens} "

@@ -259,6 +259,7 @@ def vllm_search(
             version=version,
             dp=dp,
             spec_tokens=req.spec_tokens or 0,
+            lora=(req.max_loras, req.lora_rank) if req.lora_rank else None,
         )
 
     if req.spec_tokens and not model.arch.mtp_layers:

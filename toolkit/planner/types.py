@@ -106,6 +106,8 @@ class VllmSettings:
     memory_terms: dict[str, Any] | None = None
     #: Speculative decoding with the model's MTP layers: tokens proposed per step.
     speculative_tokens: int | None = None
+    #: LoRA serving: (--max-loras, --max-lora-rank); None = off.
+    lora: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,10 @@ class Plan:
         if kw.get("llamacpp") is not None:
             kw["llamacpp"] = LlamaCppSettings(**_tuples(kw["llamacpp"]))
         if kw.get("vllm") is not None:
-            kw["vllm"] = VllmSettings(**kw["vllm"])
+            vllm = dict(kw["vllm"])
+            if isinstance(vllm.get("lora"), list):
+                vllm["lora"] = tuple(vllm["lora"])
+            kw["vllm"] = VllmSettings(**vllm)
         for key in ("calibration", "notes"):
             kw[key] = tuple(kw.get(key, ()))
         return cls(**kw)
@@ -291,6 +296,10 @@ class PlanRequest:
     #: vLLM speculative decoding with the model's own multi-token-prediction layers:
     #: tokens proposed per step (`--speculative-config {"method": "mtp", …}`).
     spec_tokens: int | None = None
+    #: vLLM LoRA serving: the largest adapter rank (`--max-lora-rank`; None = no LoRA)
+    #: and how many adapters a batch may mix (`--max-loras`).
+    lora_rank: int | None = None
+    max_loras: int = 1
     #: Usable floors: plans below either are listed after every usable plan. None: the
     #: defaults (10 tok/s; 8192 tokens or the model's own floor).
     min_tok_s: float | None = None
