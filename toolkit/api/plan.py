@@ -241,6 +241,7 @@ def make_plans(
     calibration: list[CalibrationRecord] | None = None,
     engine_versions: dict[str, list[str]] | None = None,
     task: str | None = None,
+    cluster: str | None = None,
 ) -> PlanResult:
     """Ranked viable plans (best first) and every rejection with its reason.
 
@@ -250,6 +251,10 @@ def make_plans(
 
     req = request or PlanRequest()
     _check_request(req)
+    if cluster is not None:
+        if hw is not None:
+            raise UsageError("give --hw or --cluster, not both")
+        return _cluster_plans(model, req, cluster, task)
     hardware = _hardware(hw)
     if model is not None and task is not None:
         raise UsageError("give a MODEL or --task, not both", hint=f"deploy plan --task {task}")
@@ -286,6 +291,70 @@ def _unplanned_of(model: str) -> list[Rejection]:
         return unplanned(cat, resolve(cat, model).entries)
     except NotFound:
         return []
+
+
+def _cluster_plans(model: str | None, req: PlanRequest, spec: str, task: str | None) -> PlanResult:
+    """Plans over a cluster: the merged hardware with TP kept inside nodes, devices named
+    by node, the network's latency added to each token that crosses it."""
+    from toolkit.cluster import parse_cluster
+    from toolkit.planner.plan import make_plans as plan
+
+    cl = parse_cluster(spec)
+    hw, labels = cl.merged()
+    req = replace(
+        req,
+        cluster_nodes=len(cl.nodes),
+        gpus_per_node=cl.gpus_per_node(),
+        net_latency_s=cl.latency,
+    )
+    if model is None:
+        if task is None:
+            raise UsageError("name a MODEL or a --task", hint="deploy plan qwen3-coder")
+        models = task_models(task)
+    else:
+        models, req = model_inputs(model, req)
+    result = plan(models, hw, req, [], None)
+    per_node = cl.gpus_per_node()
+    out = []
+    for p in result.plans:
+        nodes = sorted(
+            {labels.get(d.id, d.id).split("/")[0] for d in p.memory if d.total_bytes > 0}
+        )
+        notes = list(p.notes)
+        speed = p.speed
+        if len(nodes) > 1 and speed.decode_tok_s:
+            # each decode step crosses every node boundary once (pipeline / RPC ring)
+            step = 1 / speed.decode_tok_s + len(nodes) * cl.latency
+            scale = (1 / step) / speed.decode_tok_s
+            speed = replace(
+                speed,
+                decode_tok_s=round(1 / step, 1),
+                decode_tok_s_aggregate=None
+                if speed.decode_tok_s_aggregate is None
+                else round(speed.decode_tok_s_aggregate * scale, 1),
+                decode_low=None if speed.decode_low is None else round(speed.decode_low * scale, 1),
+                decode_high=None
+                if speed.decode_high is None
+                else round(speed.decode_high * scale, 1),
+            )
+            how = (
+                "vLLM over Ray: TP inside each node, one pipeline stage per node"
+                if p.engine == "vllm"
+                else "llama.cpp RPC: layer ranges on the other nodes' GPUs (rpc-server)"
+            )
+            notes.append(
+                f"cluster: {', '.join(nodes)} over {cl.network} ({how}); +{cl.latency * 1e6:.0f}"
+                " µs per node per token (typical latency of that network, an estimate)"
+            )
+        elif p.engine == "vllm" and len(cl.nodes) > 1:
+            notes.append(
+                f"fits one node ({per_node} GPUs): for throughput run {len(cl.nodes)} replicas,"
+                " one per node"
+            )
+        memory = tuple(replace(d, id=labels.get(d.id, d.id)) for d in p.memory)
+        devices = tuple(labels.get(d, d) for d in p.devices)
+        out.append(replace(p, memory=memory, devices=devices, speed=speed, notes=tuple(notes)))
+    return replace(result, plans=tuple(out))
 
 
 def best_plan(

@@ -132,6 +132,10 @@ def _request(kw: dict[str, Any]) -> PlanRequest:
     type=click.Path(path_type=Path),
     help="Plan a stack file (several models behind one endpoint) jointly.",
 )
+@click.option(
+    "--cluster",
+    help="Plan over several machines: '2x[8xh100,ram=2T],net=ib400' or a cluster file.",
+)
 def plan(
     model: str | None,
     hw_spec: str | None,
@@ -139,6 +143,7 @@ def plan(
     show_all: bool,
     task: str | None,
     stack_file: Path | None,
+    cluster: str | None,
     **kw: Any,
 ) -> None:
     """Rank what fits MODEL on this machine (or --hw), how, and how fast.
@@ -154,11 +159,11 @@ def plan(
 
         plan_file(stack_file, hw_spec, as_json)
         return
-    result = api.make_plans(model, _request(kw), hw=hw_spec, task=task)
+    result = api.make_plans(model, _request(kw), hw=hw_spec, task=task, cluster=cluster)
     if as_json:
         emit_json(result.to_dict())
     else:
-        _render(result, hw_spec, show_all)
+        _render(result, hw_spec or cluster, show_all, cluster=cluster is not None)
     if not result.plans:
         raise api.does_not_fit(model or f"--task {task}", result)
 
@@ -243,7 +248,9 @@ def _table(result: PlanResult) -> None:
     console().print(table)
 
 
-def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
+def _render(
+    result: PlanResult, hw_spec: str | None, show_all: bool, *, cluster: bool = False
+) -> None:
     out = console()
     if result.plans and out.width >= 120:
         _table(result)
@@ -266,7 +273,14 @@ def _render(result: PlanResult, hw_spec: str | None, show_all: bool) -> None:
         out.print(f"best: #1 — kernel {best.kernel}; {best.speed.basis}", soft_wrap=True)
         for n in best.notes:
             out.print(f"  note: {n}", soft_wrap=True)
-        if hw_spec:
+        if cluster:
+            out.print(
+                f"planned for the cluster {hw_spec}: a plan that spans nodes runs on vLLM's "
+                "multi-node serving over Ray or on llama.cpp's rpc-server; deploy does not "
+                "start clusters yet (docs/cluster.md)",
+                soft_wrap=True,
+            )
+        elif hw_spec:
             out.print(
                 f"planned for {hw_spec}: on that machine run `deploy plan … --json > plan.json`"
                 " then `deploy up --plan plan.json`",

@@ -217,10 +217,21 @@ def vllm_search(
     # Pure TP first (fewest GPUs that fit); TP × PP only where TP alone cannot divide
     # the heads (e.g. 8 GPUs for 40 heads: TP 4 × PP 2).
     layouts: list[tuple[int, int]] = []
-    for w in (1, 2, 4, 8, 16):
+    if req.cluster_nodes > 1:
+        # A cluster: one node alone (TP inside it), or TP inside every node × one pipeline
+        # stage per node (vLLM's multi-node layout); never TP across the network.
+        per_node = req.gpus_per_node
+        for w in (1, 2, 4, 8, 16):
+            if w <= per_node and req.tp in (None, w) and tp_ok(model, v, w)[0]:
+                layouts.append((w, 1))
+        node_tp = max((t for t, _ in layouts), default=0)
+        if node_tp:
+            layouts.append((node_tp, req.cluster_nodes))
+        count = per_node * req.cluster_nodes
+    for w in (1, 2, 4, 8, 16) if req.cluster_nodes == 1 else ():
         if w <= count and (req.tp in (None, w)) and tp_ok(model, v, w)[0]:
             layouts.append((w, 1))
-    for w in (2, 3, 4, 6, 8, 12, 16):
+    for w in (2, 3, 4, 6, 8, 12, 16) if req.cluster_nodes == 1 else ():
         if w > count or (w, 1) in layouts:
             continue
         for tp in sorted((d for d in range(1, w) if w % d == 0), reverse=True):
@@ -274,7 +285,7 @@ def vllm_search(
             return f"--dp {req.dp} needs {req.dp} GPUs, {count} × {group[0].name} present"
         return ev(1, 1, req.dp)
     fitting: Evaluated | None = None
-    if req.dp is None and req.tp is None:
+    if req.dp is None and req.tp is None and req.cluster_nodes == 1:
         dp_fit = _data_parallel(model, count, conc, req, ev)
         if dp_fit is not None:
             return dp_fit

@@ -300,6 +300,12 @@ class PlanRequest:
     #: and how many adapters a batch may mix (`--max-loras`).
     lora_rank: int | None = None
     max_loras: int = 1
+    #: A cluster (`deploy plan --cluster`): nodes, GPUs per node, the network's one-way
+    #: latency. Tensor parallel stays inside a node; pipeline stages or layer ranges
+    #: cross nodes.
+    cluster_nodes: int = 1
+    gpus_per_node: int = 0
+    net_latency_s: float = 0.0
     #: Usable floors: plans below either are listed after every usable plan. None: the
     #: defaults (10 tok/s; 8192 tokens or the model's own floor).
     min_tok_s: float | None = None

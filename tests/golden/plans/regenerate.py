@@ -24,7 +24,13 @@ SPECS = {
     "16xh100-ram2t": "16xh100,ram=2T",
     "cpu-ram24g-cores2": "cpu,ram=24G,cores=2",
     "m3-max-128g": "m3-max:128G",
+    # clusters (deploy plan --cluster): TP inside a node, pipeline stages / RPC across nodes
+    "c2x8xh100-ib400": "cluster:2x[8xh100,ram=2T],net=ib400",
+    "c4x1xrtx4090-eth10": "cluster:4x[1xrtx4090,ram=64G],net=eth10",
+    "c2x1xrtx4090-eth10": "cluster:2x[1xrtx4090,ram=64G],net=eth10",
 }
+#: File-name-safe names for variant ids.
+MODELS = {"qwen3-coder-480b-bf16": "qwen3-coder-480b-a35b:bf16"}
 #: (model, spec name) pairs, beyond qwen3-coder on every spec above the ones in CASES.
 CASES = [
     *[("qwen3-coder", name) for name in list(SPECS)[:5]],
@@ -33,6 +39,10 @@ CASES = [
     ("gpt-oss", "8xh100-ram2t"),
     ("kimi", "16xh100-ram2t"),
     ("qwen3", "m3-max-128g"),
+    ("qwen3-coder-480b-bf16", "c2x8xh100-ib400"),
+    ("deepseek-r1", "c2x8xh100-ib400"),
+    ("llama-3.3-70b", "c4x1xrtx4090-eth10"),
+    ("deepseek-r1", "c2x1xrtx4090-eth10"),  # too small: no plan, every reason
 ]
 GiB = 1024**3
 
@@ -40,7 +50,11 @@ GiB = 1024**3
 def summary(spec: str, model: str = "qwen3-coder") -> dict[str, Any]:
     from toolkit.api.plan import make_plans
 
-    result = make_plans(model, hw=spec, calibration=[])
+    model = MODELS.get(model, model)
+    if spec.startswith("cluster:"):
+        result = make_plans(model, cluster=spec.removeprefix("cluster:"))
+    else:
+        result = make_plans(model, hw=spec, calibration=[])
     plans = []
     for p in result.plans:
         row: dict[str, Any] = {
@@ -81,6 +95,7 @@ def summary(spec: str, model: str = "qwen3-coder") -> dict[str, Any]:
         if p.vllm is not None:
             row["vllm"] = {
                 "tensor_parallel": p.vllm.tensor_parallel,
+                "pipeline_parallel": p.vllm.pipeline_parallel,
                 "expert_parallel": p.vllm.expert_parallel,
                 "kv_tokens_capacity": p.kv_tokens_capacity,
                 "max_concurrency": p.max_concurrency,
