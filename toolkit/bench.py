@@ -13,7 +13,6 @@ Client timeouts are explicit (`timeout_s` bounds each request end to end; connec
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import re
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toolkit import sse
 from toolkit.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
@@ -241,12 +241,11 @@ async def _stream(
                 False, started, error=f"HTTP {resp.status_code}: {text.strip()[:200]}"
             )
         async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
+            event = sse.event(line)
+            if event is None:
                 continue
-            data = line[5:].strip()
-            if data == "[DONE]":
+            if event is sse.DONE:
                 break
-            event = json.loads(data)
             if event.get("error"):
                 return RequestResult(False, started, error=f"stream error: {event['error']}")
             if event.get("usage"):

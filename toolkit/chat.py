@@ -14,13 +14,13 @@ read from a file and sent only in the Authorization header.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from toolkit import sse
 from toolkit.errors import EngineError
 
 QUOTES = '"' * 3
@@ -80,12 +80,11 @@ class Session:
                     r.read()
                     raise EngineError(f"HTTP {r.status_code}: {r.text[:300]}")
                 for line in r.iter_lines():
-                    if not line.startswith("data:"):
+                    chunk = sse.event(line)
+                    if chunk is None:
                         continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                    if chunk is sse.DONE:
                         break
-                    chunk = json.loads(data)
                     for choice in chunk.get("choices") or []:
                         delta = (choice.get("delta") or {}).get("content")
                         if delta:

@@ -161,20 +161,21 @@ def add_team_key(name: str) -> str:
     return key
 
 
-def rotate_team_key(name: str) -> str:
+def _existing(name: str) -> Path:
     path = _team_path(name)
     if not path.exists():
         raise NotFound(f"no key named {name!r}", hint="deploy keys list")
+    return path
+
+
+def rotate_team_key(name: str) -> str:
     key = new_key()
-    write_key(path, key)
+    write_key(_existing(name), key)
     return key
 
 
 def revoke_team_key(name: str) -> None:
-    path = _team_path(name)
-    if not path.exists():
-        raise NotFound(f"no key named {name!r}", hint="deploy keys list")
-    path.unlink()
+    _existing(name).unlink()
 
 
 def fingerprint(key: str) -> str:
