@@ -50,6 +50,29 @@ class Session:
         r.raise_for_status()
         return [str(m.get("id")) for m in r.json().get("data", [])]
 
+    def _stream(self, body: dict[str, Any], pieces: list[str]) -> Iterator[str]:
+        with httpx.stream(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            json=body,
+            headers=self._headers(),
+            timeout=httpx.Timeout(600, connect=10),
+        ) as r:
+            if r.status_code != 200:
+                r.read()
+                raise EngineError(f"HTTP {r.status_code}: {r.text[:300]}")
+            for line in r.iter_lines():
+                chunk = sse.event(line)
+                if chunk is None:
+                    continue
+                if chunk is sse.DONE:
+                    return
+                for choice in chunk.get("choices") or []:
+                    delta = (choice.get("delta") or {}).get("content")
+                    if delta:
+                        pieces.append(delta)
+                        yield delta
+
     def messages(self) -> list[dict[str, str]]:
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + self.history
@@ -69,27 +92,15 @@ class Session:
         pieces: list[str] = []
         done = False
         try:
-            with httpx.stream(
-                "POST",
-                f"{self.base_url}/chat/completions",
-                json=body,
-                headers=self._headers(),
-                timeout=httpx.Timeout(600, connect=10),
-            ) as r:
-                if r.status_code != 200:
-                    r.read()
-                    raise EngineError(f"HTTP {r.status_code}: {r.text[:300]}")
-                for line in r.iter_lines():
-                    chunk = sse.event(line)
-                    if chunk is None:
-                        continue
-                    if chunk is sse.DONE:
-                        break
-                    for choice in chunk.get("choices") or []:
-                        delta = (choice.get("delta") or {}).get("content")
-                        if delta:
-                            pieces.append(delta)
-                            yield delta
+            for attempt in range(2):
+                try:
+                    yield from self._stream(body, pieces)
+                    break
+                except (httpx.RemoteProtocolError, httpx.ConnectError):
+                    # A server may close a kept-alive connection as a request arrives on
+                    # it (llama-server's router now and then): once, on a new one.
+                    if pieces or attempt:
+                        raise
             done = True
         finally:
             if done:
