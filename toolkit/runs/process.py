@@ -148,6 +148,10 @@ def stop_group(pgid: int | None, pid: int | None = None, timeout: float = STOP_T
         return "not running"
     if pid is not None:
         reap(pid)
+        if not alive(pid):
+            # The engine is gone; its log pump ends as soon as it has copied the last
+            # output: give it that moment before calling the group still running.
+            _wait_group_gone(pgid, pid, 2.0)
     if not group_members(pgid):
         return "not running"
     with contextlib.suppress(ProcessLookupError, PermissionError):
