@@ -337,3 +337,62 @@ def estimate(model: str, hw_spec: str | None, as_json: bool, **kw: Any) -> None:
             out.print(f"  decode ~{doc['decode_tok_s']} tok/s per stream ({doc['speed_basis']})")
     if not doc["fits"]:
         raise click.exceptions.Exit(3)
+
+
+@click.group(name="k8s")
+def k8s_group() -> None:
+    """Kubernetes manifests for a plan (docs/kubernetes.md)."""
+
+
+@k8s_group.command(name="render")
+@click.argument("plan_file", type=click.Path(path_type=Path))
+@click.option("--plan-index", type=click.IntRange(1, 10_000), help="Plan N of a plan answer.")
+@click.option("--name", help="Object names (default: the variant id).")
+@click.option("--namespace", help="Namespace for every object.")
+@click.option("--image", help="Engine image (pin a digest, or a private registry's mirror).")
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="API key for the Secret (default: a new one, printed to stderr once).",
+)
+@click.option("--storage-class", help="StorageClass of the model volume.")
+@click.option("--no-fetch", is_flag=True, help="No init container: copy the model in yourself.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write the manifests there (mode 0600: they hold the key) instead of stdout.",
+)
+def k8s_render(
+    plan_file: Path,
+    plan_index: int | None,
+    name: str | None,
+    namespace: str | None,
+    image: str | None,
+    key_file: Path | None,
+    storage_class: str | None,
+    no_fetch: bool,
+    output: Path | None,
+) -> None:
+    """Secret, PVC, Deployment and Service that run PLAN_FILE (`deploy plan --json`)."""
+    import os
+
+    from toolkit import k8s, keys
+    from toolkit.api.runs import load_plan_file
+
+    plan = load_plan_file(plan_file, plan_index)
+    key = keys.read_key(key_file) if key_file is not None else keys.new_key()
+    rendered = k8s.render(plan, name=name, namespace=namespace, image=image, key=key,
+                          storage_class=storage_class, fetch=not no_fetch)  # fmt: skip
+    text = k8s.dump(rendered.objects)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        tmp = output.with_name(f".{output.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        tmp.replace(output)
+        click.echo(f"wrote {output} (kubectl apply -f {output})", err=True)
+    if key_file is None:
+        click.echo(f"API key (in the Secret {rendered.name}-key): {key}", err=True)

@@ -1,0 +1,90 @@
+"""`deploy k8s render`: manifests for a plan, validated against the Kubernetes schemas
+shipped by `kubernetes-validate` (strict: no unknown fields), golden-tested, and honest
+about what it cannot render.
+
+Regenerate the golden files: DEPLOY_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_k8s.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.clihelp import run
+from toolkit.api.plan import make_plans
+
+GOLDEN = Path(__file__).parent / "golden" / "k8s"
+KUBERNETES = "1.30.0"
+KEY = "sk-deploy-golden-key-not-a-secret-000000"
+CASES = {
+    "qwen3-coder-30b-a3b-fp8--1xh100": ("qwen3-coder-30b-a3b:fp8", "1xh100,ram=256G"),
+    "qwen3-coder-30b-a3b-q4_k_m--1xrtx4090": ("qwen3-coder-30b-a3b:q4_k_m", "1xrtx4090,ram=64G"),
+    "qwen3-coder-480b-fp8--8xh200": ("qwen3-coder-480b-a35b:fp8", "8xh200,ram=2T"),
+}
+
+
+def _plan_file(tmp_path: Path, model: str, hw: str) -> Path:
+    result = make_plans(model, hw=hw, calibration=[])
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(result.to_dict()))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_manifests_validate_and_match_golden(case: str, tmp_path: Path) -> None:
+    import kubernetes_validate
+
+    key = tmp_path / "key"
+    key.write_text(KEY + "\n")
+    key.chmod(0o600)
+    plan = _plan_file(tmp_path, *CASES[case])
+    res = run("k8s", "render", str(plan), "--key-file", str(key))
+    assert res.exit_code == 0, res.stderr
+    docs = list(yaml.safe_load_all(res.stdout))
+    kinds = [d["kind"] for d in docs]
+    assert {"Secret", "PersistentVolumeClaim", "Deployment", "Service"} <= set(kinds)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    golden = GOLDEN / f"{case}.yaml"
+    if os.environ.get("DEPLOY_UPDATE_GOLDEN"):
+        golden.write_text(res.stdout)
+    assert res.stdout == golden.read_text(), "manifests changed: regenerate and review"
+
+
+def test_the_engine_runs_the_plan_behind_the_key(tmp_path: Path) -> None:
+    plan = _plan_file(tmp_path, *CASES["qwen3-coder-480b-fp8--8xh200"])
+    out = tmp_path / "m.yaml"
+    res = run("k8s", "render", str(plan), "-o", str(out))
+    assert res.exit_code == 0, res.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # it holds the key
+    key = res.stderr.split("API key")[1].split(": ", 1)[1].strip()
+    docs = {d["kind"]: d for d in yaml.safe_load_all(out.read_text())}
+    assert docs["Secret"]["stringData"]["api-key"] == key
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (engine,) = pod["containers"]
+    assert engine["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert engine["args"][engine["args"].index("--tensor-parallel-size") + 1] == "8"
+    env = {e["name"]: e for e in engine["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "api-key"
+    assert env["HF_HUB_OFFLINE"]["value"] == "1" and "CUDA_VISIBLE_DEVICES" not in env
+    assert key not in json.dumps(pod)  # the key only in the Secret
+    assert pod["initContainers"][0]["name"] == "fetch-model"
+    assert docs["Service"]["spec"]["type"] == "ClusterIP"
+
+
+def test_what_it_cannot_render(tmp_path: Path, smollm2_gguf: Path) -> None:
+    cluster = make_plans("deepseek-r1", cluster="2x[8xh100,ram=2T],net=ib400")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cluster.to_dict()))
+    res = run("k8s", "render", str(path))
+    assert res.exit_code == 2 and "spans nodes" in res.stderr
+    local = make_plans(str(smollm2_gguf), hw="1xrtx4090,ram=64G", calibration=[])
+    path.write_text(json.dumps(local.to_dict()))
+    res = run("k8s", "render", str(path))
+    assert res.exit_code == 2 and "--no-fetch" in res.stderr
+    assert run("k8s", "render", str(path), "--no-fetch").exit_code == 0

@@ -1,0 +1,306 @@
+"""Kubernetes manifests for a plan: what `deploy up` would run, as a Deployment.
+
+`deploy k8s render plan.json` writes, for a plan on one node:
+
+- a Secret with the API key (generated, or `--key-file`), mounted as a file for
+  llama-server (`--api-key-file`) and given to vLLM as VLLM_API_KEY;
+- a PersistentVolumeClaim for the model (the plan's download size + 10 %);
+- a Deployment (one replica, `Recreate`): an init container that fetches the variant
+  into the volume from the hub when it is not there (`--no-fetch` for an air gap: copy
+  the files in yourself), and the engine container with the argv deploy's launcher renders
+  for the plan (same context, parallelism, caches, serving flags), listening on 0.0.0.0
+  inside the pod behind the key, offline, GPUs requested as `nvidia.com/gpu`;
+  readiness = the engine's /health (200 once the model is loaded);
+- a ClusterIP Service on port 8000.
+
+The images default to the engines' official ones by tag; pass `--image` to pin a digest
+or use a private registry (an air-gapped cluster mirrors them).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import UsageError
+from toolkit.planner.types import Plan
+
+#: Official images (tags; `--image` pins a digest or a mirror).
+IMAGES = {
+    "vllm": "vllm/vllm-openai:latest",
+    "llamacpp": "ghcr.io/ggml-org/llama.cpp:server-cuda",
+    "llamacpp-cpu": "ghcr.io/ggml-org/llama.cpp:server",
+}
+#: The engine binary inside each image.
+BINARIES = {"vllm": "vllm", "llamacpp": "/app/llama-server"}
+PORT = 8000
+MODELS = Path("/models")
+SECRETS = Path("/var/run/deploy")
+_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+def k8s_name(text: str) -> str:
+    """A DNS-1123 label from any text (lowercase, digits, '-', at most 63)."""
+    name = _NAME.sub("-", text.lower()).strip("-")[:63].strip("-")
+    if not name:
+        raise UsageError(f"{text!r} gives no Kubernetes name", hint="--name my-model")
+    return name
+
+
+@dataclass(frozen=True)
+class Rendered:
+    name: str
+    objects: tuple[dict[str, Any], ...]
+    key: str
+
+
+#: The run folder inside the pod (an emptyDir: engine caches, temp files); files deploy's
+#: launcher writes for the engine (vLLM's key guard) are mounted from a ConfigMap below it.
+RUN = Path("/var/lib/deploy")
+
+
+def _argv(
+    plan: Plan, model_dir: Path, key_file: Path
+) -> tuple[list[str], dict[str, str], dict[str, dict[str, str]]]:
+    """The engine's argv, environment and files (folder → name → text) for the plan,
+    rendered by deploy's launchers for the binary inside the image, with RUN as its run
+    folder."""
+    from toolkit.engines.base import InstalledEngine, build_launch
+    from toolkit.engines.serving import recipe_serving
+
+    engine = "vllm" if plan.engine == "vllm" else "llamacpp"
+    installed = InstalledEngine(
+        name=engine,  # type: ignore[arg-type]
+        path=Path(BINARIES[engine]),
+        version="image",
+        backend="CUDA",
+        python=Path("python3") if engine == "vllm" else None,
+    )
+    launch = build_launch(
+        plan,
+        installed,
+        model_path=model_dir,
+        host="0.0.0.0",  # inside the pod; the Service fronts it and the key guards it
+        port=PORT,
+        api_key_file=key_file,
+        run_dir=RUN,
+        serving=recipe_serving(plan, engine),
+        served_model_name=plan.model_id,
+    )
+    files: dict[str, dict[str, str]] = {}
+    for path, text in launch.files.items():
+        files.setdefault(str(path.parent), {})[path.name] = text
+    # The device plugin picks the GPUs; TMPDIR is the run folder's own.
+    env = {k: str(v) for k, v in launch.env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    return list(launch.argv), env, files
+
+
+def render(
+    plan: Plan,
+    *,
+    name: str | None = None,
+    namespace: str | None = None,
+    image: str | None = None,
+    key: str,
+    storage_class: str | None = None,
+    fetch: bool = True,
+) -> Rendered:
+    """Secret, PVC, Deployment and Service for a plan on one node."""
+    gpu_devices = [d for d in plan.devices if not d.startswith("cpu")]
+    if any("/" in d for d in plan.devices):
+        raise UsageError(
+            "a cluster plan spans nodes; render it per node is not supported yet",
+            hint="plan for one node: deploy plan MODEL --hw SPEC --json",
+        )
+    app = k8s_name(name or plan.variant_id)
+    meta: dict[str, Any] = {"name": app, "labels": {"app.kubernetes.io/name": app,
+                            "app.kubernetes.io/managed-by": "deploy"}}  # fmt: skip
+    if namespace:
+        meta["namespace"] = k8s_name(namespace)
+    model_dir = MODELS / k8s_name(plan.variant_id)
+    key_path = SECRETS / "api-key"
+    argv, env, files = _argv(plan, model_dir, key_path)
+    engine = "vllm" if plan.engine == "vllm" else "llamacpp"
+    if image is None:
+        image = IMAGES["llamacpp-cpu" if engine == "llamacpp" and not gpu_devices else engine]
+    env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    if engine == "vllm":
+        env_list.append(
+            {
+                "name": "VLLM_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": f"{app}-key", "key": "api-key"}},
+            }
+        )
+    size_gib = max(1, int((plan.download_bytes or plan.weights_bytes) * 1.1 / 2**30) + 1)
+    pvc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {**meta, "name": f"{app}-models"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": f"{size_gib}Gi"}},
+        },
+    }
+    if storage_class:
+        pvc["spec"]["storageClassName"] = storage_class
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {**meta, "name": f"{app}-key"},
+        "type": "Opaque",
+        "stringData": {"api-key": key},
+    }
+    resources: dict[str, Any] = {}
+    if gpu_devices:
+        n = str(len(gpu_devices))
+        resources = {"limits": {"nvidia.com/gpu": n}, "requests": {"nvidia.com/gpu": n}}
+    mem = sum(d.total_bytes for d in plan.memory if d.id.startswith("cpu"))
+    if mem:
+        mib = int(mem / 2**20 * 1.2) + 512
+        resources.setdefault("requests", {})["memory"] = f"{mib}Mi"
+    command, args = [argv[0]], argv[1:]
+    if engine == "llamacpp":
+        # The GGUF's file name is known once it is in the volume: the first .gguf there
+        # (the -00001-of- part of a split file sorts first).
+        i = args.index("--model")
+        args[i + 1] = "$GGUF"
+        quoted = " ".join(shlex.quote(a) if a != "$GGUF" else '"$GGUF"' for a in args)
+        command = ["sh", "-c"]
+        args = [
+            f"GGUF=$(ls {model_dir}/*.gguf {model_dir}/*/*.gguf 2>/dev/null | sort | head -1); "
+            f'test -n "$GGUF" || {{ echo "no GGUF in {model_dir}" >&2; exit 1; }}; '
+            f"exec {shlex.quote(argv[0])} {quoted}"
+        ]
+    container: dict[str, Any] = {
+        "name": engine,
+        "image": image,
+        "command": command,
+        "args": args,
+        "env": env_list,
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": PORT},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": PORT},
+            "periodSeconds": 10,
+            "failureThreshold": 180,  # 30 minutes to load a large model
+        },
+        "volumeMounts": [
+            {"name": "models", "mountPath": str(MODELS), "readOnly": True},
+            {"name": "api-key", "mountPath": str(SECRETS), "readOnly": True},
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "run", "mountPath": str(RUN)},
+            *(
+                {"name": f"files-{i}", "mountPath": folder, "readOnly": True}
+                for i, folder in enumerate(files)
+            ),
+        ],
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    if resources:
+        container["resources"] = resources
+    init: list[dict[str, Any]] = []
+    if fetch:
+        repo = _repo(plan)
+        init.append(
+            {
+                "name": "fetch-model",
+                "image": IMAGES["vllm"],
+                "command": ["sh", "-c"],
+                "args": [
+                    f'test -n "$(ls -A {model_dir} 2>/dev/null)" || '
+                    f"huggingface-cli download {repo} --local-dir {model_dir}"
+                    + (f" --include '{_pattern(plan)}'" if _pattern(plan) else "")
+                ],
+                "volumeMounts": [{"name": "models", "mountPath": str(MODELS)}],
+            }
+        )
+    pod: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            {"name": "models", "persistentVolumeClaim": {"claimName": f"{app}-models"}},
+            {"name": "api-key", "secret": {"secretName": f"{app}-key", "defaultMode": 0o400}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+            *([{"name": "deploy-files", "configMap": {"name": f"{app}-files"}}] if files else []),
+        ],
+    }
+    if init:
+        pod["initContainers"] = init
+    labels = {"app.kubernetes.io/name": app}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},  # one GPU set: never two engines at once
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
+        },
+    }
+    objects: list[dict[str, Any]] = [secret, pvc]
+    for i, data in enumerate(files.values()):
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {**meta, "name": f"{app}-files-{i}"},
+                "data": data,
+            }
+        )
+    objects += [deployment, service]
+    return Rendered(app, tuple(objects), key)
+
+
+def _repo(plan: Plan) -> str:
+    from toolkit.api.recipes import catalog
+    from toolkit.catalog import resolve
+
+    try:
+        resolved = resolve(catalog(), plan.variant_id)
+    except Exception:  # a local file or folder plan: no hub repo to fetch from
+        raise UsageError(
+            f"{plan.variant_id} is not a recipe variant: there is nothing to fetch",
+            hint="--no-fetch, and copy the model into the volume",
+        ) from None
+    entry = resolved.entries[0]
+    for v in entry.model.variants:
+        from toolkit.catalog import variant_id
+
+        if variant_id(entry.model, v) == plan.variant_id and v.repo:
+            return v.repo
+    raise UsageError(f"{plan.variant_id} has no hub repo", hint="--no-fetch")
+
+
+def _pattern(plan: Plan) -> str | None:
+    """For a GGUF variant, only its quant's files (a GGUF repo holds every quant)."""
+    if plan.format != "gguf":
+        return None
+    return f"*{plan.quant.upper()}*"
+
+
+def dump(objects: tuple[dict[str, Any], ...]) -> str:
+    """Multi-document YAML, without anchors (each object stands alone)."""
+    import yaml
+
+    class Plain(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return "---\n".join(yaml.dump(o, Dumper=Plain, sort_keys=False) for o in objects)
