@@ -77,12 +77,57 @@ def test_the_engine_runs_the_plan_behind_the_key(tmp_path: Path) -> None:
     assert docs["Service"]["spec"]["type"] == "ClusterIP"
 
 
-def test_what_it_cannot_render(tmp_path: Path, smollm2_gguf: Path) -> None:
+def test_multi_node_vllm_is_a_leader_worker_set(tmp_path: Path) -> None:
+    """DeepSeek-R1 on 2 nodes of 8 H100s: a LeaderWorkerSet of 2 (the Ray head in the
+    leader, a Ray worker in the other pod), vLLM with TP 8 × PP 2 on the Ray backend.
+    The LWS object is checked against what the CRD of kubernetes-sigs/lws v0.10.0
+    (config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml) requires:
+    spec.leaderWorkerTemplate, its workerTemplate, containers in each pod spec, an int
+    size ≥ 1 and a known restartPolicy; each pod template is validated as a Pod."""
+    import kubernetes_validate
+
     cluster = make_plans("deepseek-r1", cluster="2x[8xh100,ram=2T],net=ib400")
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cluster.to_dict()))
+    key = tmp_path / "key"
+    key.write_text(KEY + "\n")
+    key.chmod(0o600)
+    res = run("k8s", "render", str(path), "--key-file", str(key))
+    assert res.exit_code == 0, res.stderr
+    docs = list(yaml.safe_load_all(res.stdout))
+    lws = next(d for d in docs if d["kind"] == "LeaderWorkerSet")
+    assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
+    tmpl = lws["spec"]["leaderWorkerTemplate"]
+    assert tmpl["size"] == 2 and tmpl["restartPolicy"] in (
+        "RecreateGroupOnPodRestart",
+        "RecreateGroupAfterStart",
+        "None",
+    )
+    for role in ("leaderTemplate", "workerTemplate"):
+        spec = tmpl[role]["spec"]
+        assert spec["containers"]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": spec}
+        kubernetes_validate.validate(pod, KUBERNETES, strict=True)
+    leader = " ".join(tmpl["leaderTemplate"]["spec"]["containers"][0]["args"])
+    assert "ray start --head" in leader and "--distributed-executor-backend ray" in leader
+    assert "--tensor-parallel-size 8" in leader and "--pipeline-parallel-size 2" in leader
+    worker = " ".join(tmpl["workerTemplate"]["spec"]["containers"][0]["args"])
+    assert "--address=$(LWS_LEADER_ADDRESS):6379" in worker
+    for doc in docs:
+        if doc["kind"] != "LeaderWorkerSet":
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    golden = GOLDEN / "deepseek-r1--2x8xh100.yaml"
+    if os.environ.get("DEPLOY_UPDATE_GOLDEN"):
+        golden.write_text(res.stdout)
+    assert res.stdout == golden.read_text()
+
+
+def test_what_it_cannot_render(tmp_path: Path, smollm2_gguf: Path) -> None:
+    rpc = make_plans("llama-3.3-70b", cluster="4x[1xrtx4090,ram=64G],net=eth10")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(rpc.to_dict()))
     res = run("k8s", "render", str(path))
-    assert res.exit_code == 2 and "spans nodes" in res.stderr
+    assert res.exit_code == 2 and "rpc-server" in res.stderr
     local = make_plans(str(smollm2_gguf), hw="1xrtx4090,ram=64G", calibration=[])
     path.write_text(json.dumps(local.to_dict()))
     res = run("k8s", "render", str(path))

@@ -110,10 +110,11 @@ def render(
 ) -> Rendered:
     """Secret, PVC, Deployment and Service for a plan on one node."""
     gpu_devices = [d for d in plan.devices if not d.startswith("cpu")]
-    if any("/" in d for d in plan.devices):
+    nodes = sorted({d.split("/", 1)[0] for d in plan.devices if "/" in d})
+    if len(nodes) > 1 and plan.engine != "vllm":
         raise UsageError(
-            "a cluster plan spans nodes; render it per node is not supported yet",
-            hint="plan for one node: deploy plan MODEL --hw SPEC --json",
+            "a llama.cpp plan that spans nodes runs on rpc-server workers, not rendered",
+            hint="render a vLLM cluster plan, or plan for one node (--hw)",
         )
     app = k8s_name(name or plan.variant_id)
     meta: dict[str, Any] = {"name": app, "labels": {"app.kubernetes.io/name": app,
@@ -122,7 +123,16 @@ def render(
         meta["namespace"] = k8s_name(namespace)
     model_dir = MODELS / k8s_name(plan.variant_id)
     key_path = SECRETS / "api-key"
+    if len(nodes) > 1:
+        per_node = len([d for d in gpu_devices if d.startswith(nodes[0] + "/")])
+        local = tuple(f"cuda:{i}" for i in range(per_node))
+        from dataclasses import replace as _replace
+
+        plan = _replace(plan, devices=local)
+        gpu_devices = list(local)
     argv, env, files = _argv(plan, model_dir, key_path)
+    if len(nodes) > 1:
+        argv += ["--distributed-executor-backend", "ray"]
     engine = "vllm" if plan.engine == "vllm" else "llamacpp"
     if image is None:
         image = IMAGES["llamacpp-cpu" if engine == "llamacpp" and not gpu_devices else engine]
@@ -233,6 +243,10 @@ def render(
     if init:
         pod["initContainers"] = init
     labels = {"app.kubernetes.io/name": app}
+    if len(nodes) > 1:
+        return _leader_workers(
+            app, meta, plan, len(nodes), container, pod, secret, files, key, image, model_dir
+        )
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -265,6 +279,100 @@ def render(
             }
         )
     objects += [deployment, service]
+    return Rendered(app, tuple(objects), key)
+
+
+def _leader_workers(
+    app: str,
+    meta: dict[str, Any],
+    plan: Plan,
+    size: int,
+    container: dict[str, Any],
+    pod: dict[str, Any],
+    secret: dict[str, Any],
+    files: dict[str, dict[str, str]],
+    key: str,
+    image: str,
+    model_dir: Path,
+) -> Rendered:
+    """vLLM over Ray on `size` nodes as a LeaderWorkerSet (leaderworkerset.x-k8s.io/v1,
+    kubernetes-sigs/lws v0.10.0; the layout of vLLM's docs/deployment/frameworks/lws.md):
+    the leader starts the Ray head, waits until the group's workers joined, then starts
+    vLLM with the plan's TP × PP on the Ray backend; each worker joins the head at
+    $(LWS_LEADER_ADDRESS). Every pod holds the model (an emptyDir filled by the fetch
+    container: a multi-node model is copied to every node)."""
+    engine_cmd = " ".join(shlex.quote(a) for a in [*container["command"], *container["args"]])
+    wait = (
+        f"for i in $(seq 1 600); do n=$(ray status 2>/dev/null | grep -c ' node_'); "
+        f'[ "$n" -ge {size} ] && break; sleep 1; done'
+    )
+    leader = {
+        **container,
+        "command": ["sh", "-c"],
+        "args": [
+            "ray start --head --port=6379 --dashboard-host=127.0.0.1 --disable-usage-stats"
+            f" && {wait} && exec {engine_cmd}"
+        ],
+    }
+    worker = {
+        k: v for k, v in container.items() if k not in ("readinessProbe", "startupProbe", "ports")
+    }
+    worker = {
+        **worker,
+        "name": "ray-worker",
+        "command": ["sh", "-c"],
+        "args": ["ray start --address=$(LWS_LEADER_ADDRESS):6379 --block --disable-usage-stats"],
+    }
+    volumes = [v for v in pod["volumes"] if v["name"] != "models"]
+    volumes.insert(0, {"name": "models", "emptyDir": {}})
+    init = [
+        {**c, "volumeMounts": [{"name": "models", "mountPath": str(MODELS)}]}
+        for c in pod.get("initContainers", [])
+    ]
+
+    def template(role: str, main: dict[str, Any]) -> dict[str, Any]:
+        spec: dict[str, Any] = {"containers": [main], "volumes": volumes}
+        if init:
+            spec["initContainers"] = init
+        labels = {"app.kubernetes.io/name": app, "role": role}
+        return {"metadata": {"labels": labels}, "spec": spec}
+
+    lws = {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": meta,
+        "spec": {
+            "replicas": 1,
+            "leaderWorkerTemplate": {
+                "size": size,
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": template("leader", leader),
+                "workerTemplate": template("worker", worker),
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": app, "role": "leader"},
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
+        },
+    }
+    objects: list[dict[str, Any]] = [secret]
+    for i, data in enumerate(files.values()):
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {**meta, "name": f"{app}-files-{i}"},
+                "data": data,
+            }
+        )
+    objects += [lws, service]
+    del plan, image, model_dir
     return Rendered(app, tuple(objects), key)
 
 
