@@ -74,6 +74,8 @@ class UpOptions:
     engine_args: tuple[str, ...] = ()
     #: llama.cpp physical batch (embedding models take one input per batch).
     ubatch: int | None = None
+    #: rpc-server workers (host:port) whose devices take layers (llama.cpp RPC).
+    rpc: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,16 @@ def plan_value_problem(plan: Plan) -> str | None:
             ("llamacpp.slots", s.slots, 1, 4096),
             ("llamacpp.threads", 1 if s.threads is None else s.threads, 1, 4096),
         ]
+        if s.rpc:
+            from toolkit.rpc import endpoints
+
+            bad = f"llamacpp.rpc {s.rpc!r} is not a list of host:port"
+            if not isinstance(s.rpc, list | tuple) or not all(isinstance(e, str) for e in s.rpc):
+                return bad
+            try:
+                endpoints(",".join(s.rpc))
+            except UsageError:
+                return bad
     if plan.vllm is not None:
         ranges += [
             ("vllm.tensor_parallel", plan.vllm.tensor_parallel, 1, 64),
@@ -203,14 +215,23 @@ def make_plan(model: str, opts: UpOptions) -> tuple[Plan, list[str]]:
     engine = opts.engine
     if engine == "llamacpp-python":
         engine = "llamacpp"
+    hw = None
+    if opts.rpc:
+        if engine not in (None, "llamacpp"):
+            raise UsageError("--rpc is llama.cpp's (native llama-server)")
+        engine = "llamacpp"
+        hw = rpc_hardware(opts)
     request = PlanRequest(
         ctx=opts.ctx,
         concurrency=opts.concurrency or 1,
         engine=engine,  # type: ignore[arg-type]
         variant=opts.variant,
         ubatch=opts.ubatch,
+        all_gpus=bool(opts.rpc),
     )
-    result = planner.make_plans(model, request)
+    result = planner.make_plans(model, request, hw=hw)
+    if opts.rpc:
+        result = replace(result, plans=tuple(_with_rpc(p, opts.rpc) for p in result.plans))
     if not result.plans:
         raise planner.does_not_fit(model, result)
     best = result.plans[0]
@@ -229,6 +250,27 @@ def make_plan(model: str, opts: UpOptions) -> tuple[Plan, list[str]]:
         return candidate, notes
     model_files(best)  # raises NotFound with the store's hint for the best plan
     raise NotFound(f"no files for {best.variant_id}", hint=f"deploy pull {best.variant_id}")
+
+
+def rpc_hardware(opts: UpOptions) -> Any:
+    """This machine with the devices llama-server sees through the RPC workers."""
+    from toolkit import rpc
+    from toolkit.engines.base import find_engine
+    from toolkit.hardware.detect import detect
+
+    server = find_engine("llamacpp", path=opts.llama_server)
+    return rpc.hardware_with(detect(), rpc.devices(Path(server.path), opts.rpc))
+
+
+def _with_rpc(plan: Plan, workers: tuple[str, ...]) -> Plan:
+    if plan.llamacpp is None:
+        return plan
+    note = f"llama.cpp RPC: layers on {', '.join(workers)} (rpc-server, unauthenticated)"
+    return replace(
+        plan,
+        llamacpp=replace(plan.llamacpp, rpc=workers),
+        notes=(*plan.notes, note),
+    )
 
 
 def verify_failure(plan: Plan) -> str | None:
@@ -393,7 +435,13 @@ def up(
         for note in notes:
             say(note)
     warnings = security_warnings(opts)
-    problems = fit_problems(plan, free_memory_now())
+    free = free_memory_now()
+    if plan.llamacpp is not None and plan.llamacpp.rpc:
+        # the workers' devices, as llama-server reported them when planning
+        for dev in plan.memory:
+            if dev.id not in free and dev.free_bytes is not None:
+                free[dev.id] = dev.free_bytes
+    problems = fit_problems(plan, free)
     if problems and not opts.force:
         raise DoesNotFit(
             f"the plan for {plan.variant_id} does not fit the memory free now: "

@@ -44,6 +44,10 @@ def _warn(message: str) -> None:
     type=click.IntRange(1, 1 << 16),
     help="llama.cpp physical batch (embedding models: the longest input, e.g. 8192).",
 )
+@click.option(
+    "--rpc",
+    help="llama.cpp RPC workers host:port[,…] (deploy rpc-worker) that take layers.",
+)
 @click.option("--name", help="Run name (default: the variant id).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port, 1-65535 (default: a free one).")
@@ -98,6 +102,11 @@ def up(
             f"unexpected argument {engine_args[0]!r}",
             hint="engine flags go after `--`: deploy up MODEL -- --flag value",
         )
+    rpc_text = kw.pop("rpc", None)
+    if rpc_text:
+        from toolkit.rpc import endpoints
+
+        kw["rpc"] = endpoints(str(rpc_text))
     opts = api.UpOptions(**kw, engine_args=tuple(engine_args))  # type: ignore[arg-type]
     err = console(stderr=True)
     with err.status("planning", spinner="dots") as status:

@@ -213,8 +213,15 @@ def cmake_args(backend: Backend) -> list[str]:
         # No network during the build: the web UI is neither built nor fetched.
         "-DLLAMA_BUILD_UI=OFF",
         "-DLLAMA_USE_PREBUILT_UI=OFF",
+        # The RPC backend: llama-server's --rpc, and rpc-server for workers (deploy
+        # rpc-worker) that lend their devices over the network.
+        "-DGGML_RPC=ON",
         *BACKEND_CMAKE[backend],
     ]
+
+
+#: The RPC worker binary the build makes beside llama-server.
+RPC_SERVER = "rpc-server"
 
 
 def install_llamacpp(
@@ -230,8 +237,10 @@ def install_llamacpp(
     with install_lock("llamacpp"):
         existing = read_record(home)
         if existing is not None and not force:
-            progress(f"llama-server {existing.version} ({existing.backend}) already installed")
-            return existing
+            if (home / "bin" / RPC_SERVER).exists():
+                progress(f"llama-server {existing.version} ({existing.backend}) already installed")
+                return existing
+            progress("rebuilding llama-server: the installed build has no RPC backend")
         for tool in ("cmake", "c++"):
             if shutil.which(tool) is None:
                 raise EngineError(
@@ -254,7 +263,16 @@ def install_llamacpp(
             n = jobs or os.cpu_count() or 1
             progress(f"building llama-server with {n} jobs (several minutes; log: {log})")
             run_step(
-                ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(n)],
+                [
+                    "cmake",
+                    "--build",
+                    str(build),
+                    "--target",
+                    "llama-server",
+                    "ggml-rpc-server",
+                    "-j",
+                    str(n),
+                ],
                 log,
             )
             built = next(iter(sorted(build.rglob("llama-server"))), None)
@@ -264,6 +282,9 @@ def install_llamacpp(
             bindir.mkdir()
             binary = bindir / "llama-server"
             shutil.copy2(built, binary)
+            rpc = next(iter(sorted(build.rglob("ggml-rpc-server"))), None)
+            if rpc is not None and rpc.is_file():
+                shutil.copy2(rpc, bindir / RPC_SERVER)
             seconds = round(time.monotonic() - started, 1)
             shutil.rmtree(build, ignore_errors=True)
             shutil.rmtree(staging / "src", ignore_errors=True)

@@ -171,6 +171,8 @@ def native_launch(
     ]
     if s.n_cpu_moe:
         argv += ["--n-cpu-moe", str(s.n_cpu_moe)]
+    if s.rpc:
+        argv += ["--rpc", ",".join(s.rpc)]
     if s.tensor_split:
         argv += ["--tensor-split", ",".join(_num(x) for x in s.tensor_split)]
     if s.threads is not None:

@@ -150,6 +150,30 @@ def llamacpp_compute_bytes(
     return int(mask + max(attn, ffn, out, _mamba_phase(arch, ub, slots)))
 
 
+#: ggml's scheduler keeps this many copies of each graph split's inputs when llama.cpp
+#: pipelines micro-batches over several devices (GGML_SCHED_MAX_COPIES).
+SCHED_COPIES = 4
+
+
+def llamacpp_pipeline_bytes(
+    arch: Architecture, *, n_ctx: int, ubatch: int, flash_attn: bool, slots: int = 1
+) -> int:
+    """What pipeline parallelism adds to each GPU's compute buffer.
+
+    llama.cpp pipelines micro-batches when the model is split by layers over several
+    devices with every layer and the output offloaded and no tensor overrides
+    (llama_context: `pipeline parallelism enabled`); ggml's scheduler then holds
+    SCHED_COPIES copies of each split's inputs, here the hidden state (ubatch × n_embd,
+    f32) and the attention mask. Checked on llama-server split over two rpc-server
+    devices (SmolLM2-135M, n_ctx 1024, ubatch 512, flash-attn): +7.53 MiB logged per
+    device, 6.38 MiB from these two inputs (the other 0.4 MiB per copy is not
+    accounted for), tests/test_rpc.py."""
+    ub = min(ubatch, n_ctx)
+    n_kv = stream_cells(n_ctx, slots, unified=False)
+    mask = ub * n_kv * (2 if flash_attn else 4)
+    return (SCHED_COPIES - 1) * (4 * ub * arch.hidden_size + mask)
+
+
 def _mamba_phase(arch: Architecture, ub: int, slots: int) -> int:
     """A Mamba2 layer's working set (llm_build_mamba_base, f32): per token the in_proj
     output (z, x, B, C, dt) and four inner-width tensors (scan output, the D skip, the

@@ -153,6 +153,24 @@ def llamacpp_host_caches(
     return HostCaches(checkpoints, mib, used + mib * MiB)
 
 
+def _tensor_split(counts: list[int], act: int) -> tuple[float, ...]:
+    """--tensor-split values that make llama.cpp put exactly `counts` layers on each GPU.
+
+    llama.cpp (llama_model::load_tensors) gives GPU layer j (0-based, the output counted
+    as the last layer) to the first device whose cumulative split share exceeds j / act,
+    act = GPU layers + the output. Each boundary sits half a layer before the next
+    device's first layer, so rounding the shares cannot move a layer."""
+    shares, prev = [], 0.0
+    cum = 0
+    for c in counts[:-1]:
+        cum += c
+        edge = (cum - 0.5) / act if c else prev
+        shares.append(edge - prev)
+        prev = edge
+    shares.append(1.0 - prev)
+    return tuple(round(max(0.0, x), 4) for x in shares)
+
+
 def llamacpp(
     arch: Architecture,
     layout: WeightLayout,
@@ -200,7 +218,7 @@ def llamacpp(
             run += resident[j]
             owner[i] = next((k for k, b in enumerate(bounds) if pos <= b + 1e-9), len(gpus) - 1)
             counts[owner[i]] += 1
-    split = tuple(round(c / max(1, on_gpu), 3) for c in counts) if len(gpus) > 1 else ()
+    split = _tensor_split(counts, on_gpu + output_on_gpu) if len(gpus) > 1 else ()
     g_w = [0] * len(gpus)
     g_kv = [0] * len(gpus)
     g_read = [0.0] * len(gpus)
@@ -235,7 +253,10 @@ def llamacpp(
     # (output_bytes then holds only the final norm).
     head_read = layout.output_bytes + (layout.embedding_bytes if arch.tied_embeddings else 0)
     if output_on_gpu:
-        g_w[-1] += layout.output_bytes
+        # A tied head has no output.weight: llama.cpp loads a second copy of the token
+        # embedding table (TENSOR_DUPLICATED) on the output's device; the first stays in
+        # RAM for the input lookup.
+        g_w[-1] += layout.output_bytes + (layout.embedding_bytes if arch.tied_embeddings else 0)
         g_read[-1] += head_read
     else:
         cpu_w += layout.output_bytes
@@ -245,6 +266,14 @@ def llamacpp(
     devices: list[DeviceMemory] = []
     reasons: list[str] = []
     parts: list[Part] = []
+    pipelined = len(gpus) > 1 and output_on_gpu and n_cpu_moe == 0
+    pipe = (
+        mem.llamacpp_pipeline_bytes(
+            arch, n_ctx=n_ctx, ubatch=ubatch, flash_attn=flash_attn, slots=slots
+        )
+        if pipelined
+        else 0
+    )
     for k, g in enumerate(gpus):
         comp = mem.llamacpp_compute_bytes(
             arch,
@@ -256,6 +285,8 @@ def llamacpp(
             slots=slots,
             unified=False,
         )
+        if pipelined:
+            comp += pipe
         total = g_w[k] + g_kv[k] + comp
         dev = DeviceMemory(
             g.device_id, g_w[k], g_kv[k], comp, 0, total, caps[k], free_bytes=g.free_bytes

@@ -53,19 +53,20 @@ def llamacpp_search(
     if req.ngl is not None or req.n_cpu_moe is not None:
         ngl = req.ngl if req.ngl is not None else (n + 1 if gpus else 0)
         use = gpus
-        if len(gpus) > 1:
+        if len(gpus) > 1 and not req.all_gpus:
             one = ev(gpus[:1], ngl, req.n_cpu_moe or 0)
             if one.fits:
                 return one
         return ev(use, ngl, req.n_cpu_moe or 0)
     tried: list[Evaluated] = []
     if gpus:
-        best = max(gpus, key=lambda g: g.free_bytes)
-        e = ev([best], n + 1, 0)
-        if e.fits:
-            return e
-        tried.append(e)
-        if len(gpus) > 1:
+        if not req.all_gpus:
+            best = max(gpus, key=lambda g: g.free_bytes)
+            e = ev([best], n + 1, 0)
+            if e.fits:
+                return e
+            tried.append(e)
+        if len(gpus) > 1 or req.all_gpus:
             e = ev(gpus, n + 1, 0)
             if e.fits:
                 return e

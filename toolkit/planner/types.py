@@ -78,6 +78,8 @@ class LlamaCppSettings:
     cache_ram_mib: int | None = None
     #: Context checkpoints per slot (--ctx-checkpoints). None: the engine's default.
     ctx_checkpoints: int | None = None
+    #: rpc-server workers whose devices hold layers (--rpc host:port,…).
+    rpc: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -306,6 +308,9 @@ class PlanRequest:
     cluster_nodes: int = 1
     gpus_per_node: int = 0
     net_latency_s: float = 0.0
+    #: llama.cpp: spread the layers over every GPU given (RPC workers: llama-server uses
+    #: every device it sees, so the plan must place layers on all of them).
+    all_gpus: bool = False
     #: Usable floors: plans below either are listed after every usable plan. None: the
     #: defaults (10 tok/s; 8192 tokens or the model's own floor).
     min_tok_s: float | None = None
