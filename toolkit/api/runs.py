@@ -547,6 +547,7 @@ def _start(
     say: Notify,
     calibrate: Plan | None,
     probe_model: str | None = None,
+    wait: bool = True,
 ) -> UpResult:
     """Spawn the server under the run-record lock (a stale record of the same name is
     cleaned up, a live one refused), then wait until it answers."""
@@ -614,6 +615,14 @@ def _start(
         )
         records.save(record)
 
+    snippets = client_snippets(
+        record.base_url,
+        record.served_model_name,
+        key_file,
+        str(tls.cert) if tls is not None else None,
+    )
+    if not wait:  # the caller follows it (`deploy cluster up --no-wait`)
+        return UpResult(record, key_file, 0.0, tuple([*warnings, *launch.notes]), snippets)
     probe = probe_for(record)
     try:
         waited = ready.wait_ready(
@@ -636,12 +645,7 @@ def _start(
         key_file=key_file,
         seconds_to_ready=waited,
         warnings=tuple([*warnings, *launch.notes, *calibration_note]),
-        snippets=client_snippets(
-            record.base_url,
-            record.served_model_name,
-            key_file,
-            str(tls.cert) if tls is not None else None,
-        ),
+        snippets=snippets,
     )
 
 
@@ -730,7 +734,7 @@ def status(record: RunRecord, *, served: bool = False) -> RunStatus:
     if record.state == "unreadable":
         state = "unreadable"
     counters = None
-    if served and state == "ready":
+    if served and state == "ready" and record.base_url.startswith("http"):
         from toolkit.runs import metrics
 
         key = None

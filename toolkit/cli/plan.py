@@ -35,6 +35,11 @@ def settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kv-dtype", type=click.Choice(["f16", "bf16", "fp8", "q8_0", "q4_0"])),
         click.option("--tp", type=int, help="vLLM tensor-parallel size."),
         click.option(
+            "--pp",
+            type=click.IntRange(1, 64),
+            help="vLLM pipeline-parallel size (on a --cluster: one stage per node).",
+        ),
+        click.option(
             "--dp",
             type=int,
             help="vLLM data-parallel attention + expert parallel over N GPUs (MoE); 1 = TP only.",
@@ -100,6 +105,7 @@ def _request(kw: dict[str, Any]) -> PlanRequest:
         variant=kw["variant"],
         kv_dtype=kw["kv_dtype"],
         tp=kw["tp"],
+        pp=kw["pp"],
         dp=kw["dp"],
         vllm_version=kw["vllm_version"],
         spec_tokens=kw["spec_tokens"],
@@ -275,9 +281,10 @@ def _render(
             out.print(f"  note: {n}", soft_wrap=True)
         if cluster:
             out.print(
-                f"planned for the cluster {hw_spec}: a plan that spans nodes runs on vLLM's "
-                "multi-node serving over Ray or on llama.cpp's rpc-server; deploy does not "
-                "start clusters yet (docs/cluster.md)",
+                f"planned for the cluster {hw_spec}: run a vLLM plan that spans nodes with "
+                f"`deploy cluster up MODEL --cluster '{hw_spec}' --address IP` on the first "
+                "node (Ray), a llama.cpp one with `deploy rpc-worker` on the others and "
+                "`deploy up MODEL --rpc …` (docs/cluster.md)",
                 soft_wrap=True,
             )
         elif hw_spec:

@@ -233,6 +233,29 @@ def install_vllm(
         return found
 
 
+def install_ray(
+    engine: InstalledEngine, *, pip_args: tuple[str, ...] = (), progress: Progress = quiet
+) -> str:
+    """Ray in the vLLM engine's venv (multi-node serving: `deploy cluster up/join`).
+    Returns its version. Every node of a cluster needs the same one."""
+    python = engine.python
+    if python is None:
+        raise EngineError("the vLLM engine has no venv", hint="deploy engines install vllm")
+    probe = [str(python), "-c", "import ray; print(ray.__version__)"]
+    have = subprocess.run(probe, capture_output=True, text=True, check=False)
+    if have.returncode == 0:
+        progress(f"Ray {have.stdout.strip()} already in the vLLM venv")
+        return have.stdout.strip()
+    assert engine.home is not None
+    log = Path(engine.home) / "ray-install.log"
+    progress(f"installing Ray into the vLLM venv (log: {log})")
+    with install_lock("vllm"):
+        run_step([str(python), "-m", "pip", "install", "ray", *pip_args], log)
+    done = subprocess.run(probe, capture_output=True, text=True, check=True)
+    progress(f"Ray {done.stdout.strip()} installed")
+    return done.stdout.strip()
+
+
 def vllm_help_flags(python: Path, log: Path) -> frozenset[str]:
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})

@@ -239,6 +239,21 @@ def vllm_search(
             if req.tp in (None, tp) and tp_ok(model, v, tp)[0]:
                 layouts.append((tp, w // tp))
                 break
+    if req.pp is not None:
+        if req.cluster_nodes > 1 and req.pp not in (1, req.cluster_nodes):
+            return (
+                f"--pp {req.pp}: on a cluster of {req.cluster_nodes} nodes the pipeline has one"
+                f" stage per node (--pp {req.cluster_nodes}) or none (--pp 1)"
+            )
+        if req.cluster_nodes == 1:
+            layouts = [
+                (t, req.pp)
+                for t in (1, 2, 4, 8, 16)
+                if t * req.pp <= count and req.tp in (None, t) and tp_ok(model, v, t)[0]
+            ]
+        layouts = [lay for lay in layouts if lay[1] == req.pp]
+        if not layouts:
+            return f"--pp {req.pp} needs at least {req.pp} GPUs, {count} × {group[0].name} present"
     if req.tp is not None and req.tp > count:
         return f"TP {req.tp} needs {req.tp} GPUs, {count} × {group[0].name} present"
     util = req.gpu_mem_util or 0.9
@@ -286,7 +301,7 @@ def vllm_search(
             return f"--dp {req.dp} needs {req.dp} GPUs, {count} × {group[0].name} present"
         return ev(1, 1, req.dp)
     fitting: Evaluated | None = None
-    if req.dp is None and req.tp is None and req.cluster_nodes == 1:
+    if req.dp is None and req.tp is None and req.pp is None and req.cluster_nodes == 1:
         dp_fit = _data_parallel(model, count, conc, req, ev)
         if dp_fit is not None:
             return dp_fit

@@ -280,6 +280,8 @@ class PlanRequest:
     variant: str | None = None
     kv_dtype: KvDtype | None = None
     tp: int | None = None
+    #: vLLM pipeline-parallel size (None: searched).
+    pp: int | None = None
     gpu_mem_util: float | None = None
     ngl: int | None = None
     n_cpu_moe: int | None = None

