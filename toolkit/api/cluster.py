@@ -53,8 +53,10 @@ class ClusterUp:
     plan: Plan
     head: str
     join_command: str
+    #: Ray: the cluster key; mp: the manifest the workers need.
     token_file: Path
     nodes: list[dict[str, Any]]
+    backend: str = "ray"
 
 
 def _cluster_plan(
@@ -96,8 +98,13 @@ def up(
     wait: bool = True,
     progress: ready.Progress | None = None,
     say: Any = None,
+    backend: str = "ray",
 ) -> ClusterUp:
-    """Start the Ray head and the cluster run; with `wait`, return once vLLM answers."""
+    """Start the cluster's head and its run; with `wait`, return once vLLM answers.
+
+    backend "ray": a Ray head (token auth) that the workers join, then vLLM on Ray.
+    backend "mp": vLLM's own multi-node mode; this node is rank 0 and serves the API, each
+    worker runs a headless vLLM (`deploy cluster join --backend mp --manifest FILE`)."""
     from toolkit.api.hardware import hardware
     from toolkit.api.runs import _start, check_host, model_files, verify_failure
     from toolkit.cluster import parse_cluster
@@ -116,7 +123,7 @@ def up(
             hint="plan it over the cluster: deploy plan MODEL --cluster … --json > plan.json",
         )
     installed = find_engine("vllm")
-    tools = rc.ray_tools(installed)
+    tools = rc.ray_tools(installed) if backend == "ray" else None
     here = rc.hardware_problems(needs[0], hardware())
     if here:
         raise DoesNotFit(
@@ -138,6 +145,7 @@ def up(
         tools=tools,
         model_path=path,
         head=head,
+        backend=backend,
     )
     name = records.check_name(opts.name or f"cluster-{default_name(plan)}")
     rdir = records.run_dir(name)
@@ -155,13 +163,26 @@ def up(
             run_dir=rdir,
             online=opts.online,
         )
-        vllm_argv = (*launch.argv, "--distributed-executor-backend", "ray")
+        if tools is None:  # vLLM's own multi-node: this node is rank 0 and the master
+            vllm_argv = (*launch.argv, "--distributed-executor-backend", "mp",
+                         "--nnodes", str(len(needs)), "--node-rank", "0",
+                         "--master-addr", address, "--master-port", str(ray_port))  # fmt: skip
+        else:
+            vllm_argv = (*launch.argv, "--distributed-executor-backend", "ray")
         unknown = unknown_flags(vllm_argv[1:], installed.flags, engine="vllm")
         if unknown:
             raise EngineError(
                 f"the installed vLLM does not know {', '.join(unknown)}",
                 hint="deploy engines install vllm --force",
             )
+        if tools is None:
+            env = {**launch.env, "VLLM_HOST_IP": address}
+            if installed.backend == "CPU":
+                env["VLLM_TARGET_DEVICE"] = "cpu"
+            doc["vllm_args"] = rc.follower_args(vllm_argv)
+            doc["env"] = {k: v for k, v in env.items() if k.startswith("VLLM_TARGET")}
+            records.write_json_atomic(rdir / rc.MANIFEST_FILE, doc)
+            return replace(launch, argv=vllm_argv, env=env)
         ray_argv = [
             str(tools.ray), "start", "--head", "--block",
             "--node-ip-address", address, "--port", str(ray_port),
@@ -204,17 +225,137 @@ def up(
         calibrate=None,
         wait=wait,
     )
+    join = (
+        f"deploy cluster join {head} --key-file {token_file}"
+        if tools is not None
+        else f"deploy cluster join {head} --backend mp --manifest {rdir / rc.MANIFEST_FILE}"
+    )
     return ClusterUp(
         result=result,
         plan=plan,
         head=head,
-        join_command=f"deploy cluster join {head} --key-file {token_file}",
-        token_file=token_file,
+        join_command=join,
+        token_file=token_file if tools is not None else rdir / rc.MANIFEST_FILE,
         nodes=needs,
+        backend=backend,
     )
 
 
 # ---------------------------------------------------------------- join
+
+
+def join_mp(
+    master: str,
+    *,
+    manifest_file: Path,
+    address: str | None,
+    node: str | None = None,
+    name: str | None = None,
+    public_ok: bool = False,
+) -> Joined:
+    """vLLM's own multi-node: check this machine against the head's manifest (copied
+    here), then start a headless vLLM as the manifest's node, rank by its place."""
+    from toolkit.api.hardware import hardware
+    from toolkit.engines.base import find_engine
+
+    try:
+        m = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot read the cluster manifest {manifest_file}: {exc}",
+            hint="copy manifest.json from the head's run folder (deploy cluster up printed it)",
+        ) from None
+    if not isinstance(m, dict) or m.get("backend") != "mp" or "vllm_args" not in m:
+        raise UsageError(f"{manifest_file} is not a manifest of `deploy cluster up --backend mp`")
+    if m["head"] != master:
+        raise UsageError(f"{manifest_file} is for the head {m['head']}, not {master}")
+    installed = find_engine("vllm")
+    check = rc.check_worker(
+        {"manifest": m, "claims": {}},
+        hw=hardware(),
+        engine_version=installed.version,
+        ray_version=None,
+        node=node,
+    )
+    if check.problems:
+        raise DoesNotFit(
+            f"this machine cannot join as {check.node}: " + "; ".join(check.problems),
+            hint="fix it here and run the same join command again",
+        )
+    rank = [n["name"] for n in m["nodes"]].index(check.node)
+    own = address or m["nodes"][rank].get("address")
+    if not own:
+        raise UsageError("give --address: this node's IP address on the cluster network")
+    check_address(own, public_ok)
+    run = records.check_name(name or f"cluster-{check.node}")
+    rdir = records.run_dir(run)
+    cli = rdir / "vllm_cli.py"
+    python = Path(installed.python or installed.path)
+    argv = [str(python), str(cli), *m["vllm_args"], "--headless", "--node-rank", str(rank)]
+    env = {**os.environ, **m.get("env", {}), "VLLM_HOST_IP": own, "HF_HUB_OFFLINE": "1",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}  # fmt: skip
+    return _spawn_worker(run, rdir, argv, env, m, check.node, own, master,
+                         files={cli: rc.VLLM_CLI}, engine="vllm",
+                         version=installed.version)  # fmt: skip
+
+
+def _spawn_worker(
+    run: str,
+    rdir: Path,
+    argv: list[str],
+    env: dict[str, str],
+    m: dict[str, Any],
+    node: str,
+    own: str,
+    head: str,
+    *,
+    files: dict[Path, str],
+    engine: str,
+    version: str | None,
+) -> Joined:
+    with records.lock():
+        existing = records.find(run)
+        if existing is not None and process.alive(existing.pid, existing.create_time):
+            raise UsageError(
+                f"this machine already runs {run!r} (pid {existing.pid})",
+                hint=f"deploy stop {run}   or   --name {run}-2",
+            )
+        rdir.mkdir(parents=True, exist_ok=True)
+        for path, text in files.items():
+            path.write_text(text, encoding="utf-8")
+        log = rdir / records.LOG_FILE
+        proc = process.spawn(argv, env, log, rdir)
+        record = RunRecord(
+            name=run,
+            model=m["model"],
+            variant_id=m["variant_id"],
+            engine=engine,
+            engine_version=version,
+            state="starting",
+            host=own,
+            port=int(head.rsplit(":", 1)[1]),
+            base_url=f"{m.get('backend', 'ray')}://{head}",
+            served_model_name=f"{node} of {m['variant_id']}",
+            log_file=str(log),
+            run_dir=str(rdir),
+            argv=tuple(argv),
+            env={k: v for k, v in env.items() if k.startswith(("RAY_", "VLLM_"))},
+            started_at=time.time(),
+            pid=proc.pid,
+            pgid=proc.pid,
+            create_time=process.create_time(proc.pid),
+            plan=m["plan"],
+        )
+        records.save(record)
+    time.sleep(3)
+    if proc.poll() is not None:
+        records.update(record, state="dead", error=f"exited ({proc.returncode})")
+        tail = " | ".join(ready.tail(log, 5))
+        raise EngineError(
+            f"the worker exited ({proc.returncode}): {tail}", hint=f"deploy logs {run}"
+        )
+    record = records.update(record, state="ready", ready_at=time.time())
+    return Joined(record, node, head)
 
 
 @dataclass(frozen=True)

@@ -734,6 +734,15 @@ def status(record: RunRecord, *, served: bool = False) -> RunStatus:
     if record.state == "unreadable":
         state = "unreadable"
     counters = None
+    if served and state == "starting" and record.base_url.startswith("http"):
+        # nobody may be waiting for it (`deploy cluster up --no-wait`): one probe
+        try:
+            ready.probe_once(probe_for(record), timeout=10.0)
+        except (ready.NotReady, ready.KeyRejected, DeployError, OSError, ValueError):
+            pass  # not yet
+        else:
+            record = records.update(record, state="ready", ready_at=time.time())
+            state = "ready"
     if served and state == "ready" and record.base_url.startswith("http"):
         from toolkit.runs import metrics
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli.output import console, emit_json, json_option
+from toolkit.errors import UsageError
 from toolkit.planner.types import PlanRequest
 
 
@@ -20,7 +21,18 @@ def cluster_group() -> None:
 @click.argument("model", required=False)
 @click.option("--cluster", "spec", required=True, help="'2x[8xh100,ram=2T],net=ib400' or a file.")
 @click.option("--address", required=True, help="This node's IP on the cluster network.")
-@click.option("--ray-port", type=click.IntRange(1, 65535), default=6379, show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["ray", "mp"]),
+    default="ray",
+    show_default=True,
+    help="ray: a Ray cluster (token auth); mp: vLLM's own multi-node mode (no Ray).",
+)
+@click.option(
+    "--cluster-port",
+    type=click.IntRange(1, 65535),
+    help="Ray's port (6379) or vLLM's master port with --backend mp (29500).",
+)
 @click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="A cluster plan file.")
 @click.option("--ctx", type=int, help="Context per stream.")
 @click.option("--concurrency", type=int, default=1, show_default=True)
@@ -42,7 +54,8 @@ def up(
     model: str | None,
     spec: str,
     address: str,
-    ray_port: int,
+    backend: str,
+    cluster_port: int | None,
     plan_file: Path | None,
     name: str | None,
     host: str,
@@ -88,17 +101,21 @@ def up(
         request,
         cluster=spec,
         address=address,
-        ray_port=ray_port,
+        ray_port=cluster_port or (6379 if backend == "ray" else 29500),
         opts=opts,
         plan_file=plan_file,
         public_ok=public_ok,
         wait=not no_wait and not as_json,
         progress=progress,
         say=say,
+        backend=backend,
     )
     rec = started.result.record
-    key = started.token_file.read_text(encoding="utf-8").strip()
-    join = f"deploy cluster join {started.head} --key {key}"
+    if backend == "ray":
+        key = started.token_file.read_text(encoding="utf-8").strip()
+        join = f"deploy cluster join {started.head} --key {key}"
+    else:
+        join = started.join_command
     if as_json:
         emit_json(
             {
@@ -106,7 +123,9 @@ def up(
                 "head": started.head,
                 "base_url": rec.base_url,
                 "key_file": str(started.result.key_file),
-                "cluster_key_file": str(started.token_file),
+                ("cluster_key_file" if backend == "ray" else "manifest_file"): str(
+                    started.token_file
+                ),
                 "join_command": join,
                 "nodes": started.nodes,
                 "plan": started.plan.to_dict(),
@@ -115,10 +134,16 @@ def up(
         return
     out = console()
     out.print(f"Ray head {started.head} (token authentication); run {rec.name}")
-    out.print(
-        f"On each worker (same vLLM, Ray and model path), run:\n  {join}\n"
-        f"(or copy {started.token_file} there and use --key-file: argv is visible in ps)"
-    )
+    if backend == "ray":
+        out.print(
+            f"On each worker (same vLLM, Ray and model path), run:\n  {join}\n"
+            f"(or copy {started.token_file} there and use --key-file: argv is visible in ps)"
+        )
+    else:
+        out.print(
+            f"Copy {started.token_file} to each worker (same vLLM and model path), then run:\n"
+            f"  {join}\n(vLLM's master port has no authentication: a private network only)"
+        )
     if no_wait:
         out.print(f"Then: deploy logs {rec.name} -f   (vLLM starts when every node is in)")
         return
@@ -129,6 +154,13 @@ def up(
 
 @cluster_group.command()
 @click.argument("head")
+@click.option("--backend", type=click.Choice(["ray", "mp"]), default="ray", show_default=True)
+@click.option(
+    "--manifest",
+    "manifest_file",
+    type=click.Path(path_type=Path),
+    help="--backend mp: the head's manifest.json.",
+)
 @click.option("--key-file", type=click.Path(path_type=Path), help="The cluster key (0600 file).")
 @click.option("--key", help="The cluster key (visible to other users in ps: prefer --key-file).")
 @click.option("--address", help="This node's IP on the cluster network.")
@@ -140,6 +172,8 @@ def up(
 @json_option
 def join(
     head: str,
+    backend: str,
+    manifest_file: Path | None,
     key_file: Path | None,
     key: str | None,
     address: str | None,
@@ -156,14 +190,29 @@ def join(
     """
     from toolkit.api import cluster as api
 
-    joined = api.join(
-        head,
-        key=api.read_key(key, key_file),
-        address=address,
-        node=node,
-        name=name,
-        public_ok=public_ok,
-    )
+    if backend == "mp":
+        if manifest_file is None:
+            raise UsageError(
+                "--backend mp needs --manifest FILE (the head's manifest.json)",
+                hint=f"deploy cluster join {head} --backend mp --manifest manifest.json",
+            )
+        joined = api.join_mp(
+            head,
+            manifest_file=manifest_file,
+            address=address,
+            node=node,
+            name=name,
+            public_ok=public_ok,
+        )
+    else:
+        joined = api.join(
+            head,
+            key=api.read_key(key, key_file),
+            address=address,
+            node=node,
+            name=name,
+            public_ok=public_ok,
+        )
     if as_json:
         rec = joined.record
         emit_json(

@@ -40,7 +40,7 @@ def deploy(home, *args, **env):
 
 res = {}
 res["up"] = deploy(home_h, "cluster", "up", model, "--cluster", "2x[1xl4,ram=64G],net=eth10",
-                   "--pp", "2", "--address", "127.0.0.1", "--ray-port", "6397",
+                   "--pp", "2", "--address", "127.0.0.1", "--cluster-port", "6397",
                    "--name", "smolc", "--json")
 token = Path(home_h) / "runs" / "smolc" / "ray-token"
 join = ["cluster", "join", "127.0.0.1:6397", "--address", "127.0.0.1"]
@@ -63,6 +63,104 @@ Path(out).write_text(json.dumps(res))
 """
 
 
+#: vLLM's own multi-node mode (no Ray): the head is rank 0 and serves, the worker runs a
+#: headless vLLM; then the openai client asks the head.
+DRIVER_MP = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+home_h, home_w, model, out = sys.argv[1:5]
+cli = [sys.executable, "-m", "toolkit"]
+
+def deploy(home, *args):
+    e = {**os.environ, "DEPLOY_HOME": home}
+    r = subprocess.run([*cli, *args], env=e, capture_output=True, text=True, timeout=600)
+    return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
+
+res = {}
+res["up"] = deploy(home_h, "cluster", "up", model, "--cluster", "2x[1xl4,ram=64G],net=eth10",
+                   "--pp", "2", "--address", "127.0.0.1", "--backend", "mp",
+                   "--cluster-port", "29577", "--name", "smolmp", "--json")
+manifest = Path(home_h) / "runs" / "smolmp" / "manifest.json"
+res["join"] = deploy(home_w, "cluster", "join", "127.0.0.1:29577", "--backend", "mp",
+                     "--manifest", str(manifest), "--address", "127.0.0.1", "--json")
+state, started = "starting", time.monotonic()
+while state == "starting" and time.monotonic() - started < 480:
+    time.sleep(3)
+    ps = json.loads(deploy(home_h, "ps", "--json")["out"] or "[]")
+    state = ps[0]["state"] if ps else "gone"
+res["state"], res["seconds"] = state, round(time.monotonic() - started)
+if state == "ready":
+    from openai import OpenAI
+    rec = json.loads((Path(home_h) / "runs" / "smolmp" / "record.json").read_text())
+    client = OpenAI(base_url=rec["base_url"], api_key=Path(rec["key_file"]).read_text().strip(),
+                    max_retries=2)
+    reply = client.chat.completions.create(
+        model=rec["served_model_name"], max_tokens=16, temperature=0,
+        messages=[{"role": "user", "content": "What is the capital of France?"}])
+    res["reply"] = reply.choices[0].message.content
+    res["fingerprint"] = reply.system_fingerprint
+    res["argv"] = rec["argv"]
+res["worker_log"] = (Path(home_w) / "runs" / "cluster-node1" / "server.log").read_text(
+    errors="replace")[-3000:]
+res["head_log"] = (Path(home_h) / "runs" / "smolmp" / "server.log").read_text(
+    errors="replace")[-3000:]
+res["stop_worker"] = deploy(home_w, "stop", "cluster-node1")
+res["stop_head"] = deploy(home_h, "stop", "smolmp")
+Path(out).write_text(json.dumps(res))
+"""
+
+
+def _in_namespace(driver_text: str, tmp_path: Path, engines: Path, model: Path) -> dict[str, Any]:
+    driver = tmp_path / "driver.py"
+    driver.write_text(driver_text)
+    out = tmp_path / "result.json"
+    env = {
+        **os.environ,
+        "DEPLOY_ENGINES_DIR": str(engines),
+        "DEPLOY_HW": "1xl4,ram=64G",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+    }
+    script = 'ip link set lo up && exec "$@"'
+    args = [str(tmp_path / "h"), str(tmp_path / "w"), str(model), str(out)]
+    proc = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script, "sh", sys.executable, str(driver), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
+    return dict(json.loads(out.read_text()))
+
+
+@pytest.mark.engine
+@pytest.mark.vllm
+@pytest.mark.netns
+def test_vllm_multi_node_mp_serves_pp2_over_two_processes(
+    vllm_engine: Any, smollm2_safetensors: Path, tmp_path: Path
+) -> None:
+    _netns_or_skip()
+    engines = Path(vllm_engine.home).parent
+    res = _in_namespace(DRIVER_MP, tmp_path, engines, smollm2_safetensors)
+    assert res["up"]["rc"] == 0, res["up"]["err"][-2000:]
+    doc = json.loads(res["up"]["out"])
+    assert "--backend mp --manifest" in doc["join_command"]
+    assert res["join"]["rc"] == 0, res["join"]["err"][-2000:]
+    assert json.loads(res["join"]["out"])["node"] == "node1"
+    assert res["state"] == "ready", (res["head_log"], res["worker_log"])
+    argv = " ".join(res["argv"])
+    for part in ("--distributed-executor-backend mp", "--nnodes 2", "--node-rank 0",
+                 "--master-addr 127.0.0.1", "--pipeline-parallel-size 2"):  # fmt: skip
+        assert part in argv, argv
+    assert res["reply"], res
+    # vLLM names the layout in its fingerprint: two pipeline stages
+    assert "pp2" in (res["fingerprint"] or ""), res["fingerprint"]
+    # the second pipeline stage runs in the worker's (headless) vLLM
+    assert "Worker_PP1" in res["worker_log"], res["worker_log"]
+    assert "Worker_PP1" not in res["head_log"], res["head_log"]
+
+
 def _netns_or_skip() -> None:
     import shutil
 
@@ -81,22 +179,7 @@ def test_two_node_ray_cluster_in_a_loopback_namespace(
     _netns_or_skip()
     install_ray(vllm_engine)
     engines = Path(vllm_engine.home).parent
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    out = tmp_path / "result.json"
-    env = {**os.environ, "DEPLOY_ENGINES_DIR": str(engines), "DEPLOY_HW": "1xl4,ram=64G"}
-    script = 'ip link set lo up && exec "$@"'
-    args = [str(tmp_path / "h"), str(tmp_path / "w"), str(smollm2_safetensors), str(out)]
-    proc = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script, "sh", sys.executable, str(driver), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
-    res = json.loads(out.read_text())
+    res = _in_namespace(DRIVER, tmp_path, engines, smollm2_safetensors)
 
     up = res["up"]
     assert up["rc"] == 0, up["err"][-2000:]
