@@ -312,7 +312,12 @@ def _spawn_worker(
     files: dict[Path, str],
     engine: str,
     version: str | None,
+    joined: Any = None,
+    timeout: float = 120.0,
+    on_fail: Any = None,
 ) -> Joined:
+    """Start the worker's process as a run; ready once `joined()` says so (default: still
+    alive after 3 s). On failure `on_fail()` undoes what the caller claimed."""
     with records.lock():
         existing = records.find(run)
         if existing is not None and process.alive(existing.pid, existing.create_time):
@@ -347,13 +352,27 @@ def _spawn_worker(
             plan=m["plan"],
         )
         records.save(record)
-    time.sleep(3)
-    if proc.poll() is not None:
-        records.update(record, state="dead", error=f"exited ({proc.returncode})")
-        tail = " | ".join(ready.tail(log, 5))
-        raise EngineError(
-            f"the worker exited ({proc.returncode}): {tail}", hint=f"deploy logs {run}"
-        )
+    deadline = time.monotonic() + (3.0 if joined is None else timeout)
+    while True:
+        time.sleep(1)
+        if proc.poll() is not None:
+            if on_fail is not None:
+                on_fail()
+            records.update(record, state="dead", error=f"exited ({proc.returncode})")
+            tail = " | ".join(ready.tail(log, 5))
+            raise EngineError(
+                f"the worker exited ({proc.returncode}): {tail}", hint=f"deploy logs {run}"
+            )
+        if joined is not None and joined():
+            break
+        if time.monotonic() > deadline:
+            if joined is None:
+                break
+            process.stop_group(record.pgid, record.pid)
+            if on_fail is not None:
+                on_fail()
+            records.update(record, state="dead", error="did not join in time")
+            raise EngineError(f"this node did not appear in the cluster in {timeout:.0f} s")
     record = records.update(record, state="ready", ready_at=time.time())
     return Joined(record, node, head)
 
@@ -443,49 +462,14 @@ def join(
         str(tools.ray), "start", "--address", head, "--node-ip-address", own,
         "--num-gpus", str(len(chosen["gpus"])), "--block", "--disable-usage-stats",
     ]  # fmt: skip
-    env = {**os.environ, **rc.ray_env(token_file)}
-    log = rdir / records.LOG_FILE
-    m = check.manifest
-    with records.lock():
-        proc = process.spawn(argv, env, log, rdir)
-        record = RunRecord(
-            name=run,
-            model=m["model"],
-            variant_id=m["variant_id"],
-            engine="ray",
-            engine_version=tools.version,
-            state="starting",
-            host=own,
-            port=int(head.rsplit(":", 1)[1]),
-            base_url=f"ray://{head}",
-            served_model_name=f"{check.node} of {m['variant_id']}",
-            log_file=str(log),
-            run_dir=str(rdir),
-            argv=tuple(argv),
-            env=rc.ray_env(token_file),
-            started_at=time.time(),
-            pid=proc.pid,
-            pgid=proc.pid,
-            create_time=process.create_time(proc.pid),
-            plan=m["plan"],
-        )
-        records.save(record)
-    deadline = time.monotonic() + timeout
     want = len(rc.gcs(tools, "get", head, token_file)["claims"]) + 1
-    while True:
-        if proc.poll() is not None:
-            rc.gcs(tools, "unclaim", head, token_file, check.node)
-            records.update(record, state="dead", error="ray start exited")
-            tail = "\n".join(ready.tail(log, 5))
-            raise EngineError(f"ray start exited ({proc.returncode}): {tail}")
-        alive = [n for n in rc.gcs(tools, "nodes", head, token_file) if n["alive"]]
-        if len(alive) >= want:
-            break
-        if time.monotonic() > deadline:
-            process.stop_group(record.pgid, record.pid)
-            rc.gcs(tools, "unclaim", head, token_file, check.node)
-            records.update(record, state="dead", error="did not join in time")
-            raise EngineError(f"this node did not appear in the cluster in {timeout:.0f} s")
-        time.sleep(1)
-    record = records.update(record, state="ready", ready_at=time.time())
-    return Joined(record, check.node, head)
+
+    def in_cluster() -> bool:  # the head and every claimed node, this one included, alive
+        return bool(sum(n["alive"] for n in rc.gcs(tools, "nodes", head, token_file)) >= want)
+
+    return _spawn_worker(
+        run, rdir, argv, {**os.environ, **rc.ray_env(token_file)}, check.manifest,
+        check.node, own, head, files={}, engine="ray", version=tools.version,
+        joined=in_cluster, timeout=timeout,
+        on_fail=lambda: rc.gcs(tools, "unclaim", head, token_file, check.node),
+    )  # fmt: skip
