@@ -210,12 +210,16 @@ def test_api_key_never_on_the_command_line(
     assert not any(SECRET in v for v in la.env.values())
     assert SECRET not in json.dumps(la.redacted())
     assert "--api-key" not in la.argv
-    # …yet the engine gets it: by file (llama-server) or by environment at spawn time.
-    if engine.name == "llamacpp":
+    # …yet the engine gets it: by file (llama-server, vLLM's key guard) or by environment
+    # at spawn time (llama-cpp-python).
+    if engine.name == "llamacpp" and engine is not LLAMA_PY:
         assert Path(opt(la.argv, "--api-key-file")).read_text().strip() == SECRET
+    elif engine.name == "vllm":
+        keys_file = la.process_env({})["DEPLOY_API_KEYS_FILE"]
+        assert Path(keys_file).read_text().strip() == SECRET
+        assert "VLLM_API_KEY" not in la.process_env({})  # the guard checks, not vLLM
     else:
-        var = "VLLM_API_KEY" if engine.name == "vllm" else "API_KEY"
-        assert la.process_env({})[var] == SECRET
+        assert la.process_env({})["API_KEY"] == SECRET
 
 
 @pytest.mark.parametrize("engine", [LLAMA, LLAMA_PY, VLLM_CPU])

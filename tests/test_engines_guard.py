@@ -66,6 +66,30 @@ def test_no_key_configured_refuses_all_but_health(monkeypatch: pytest.MonkeyPatc
     assert call("/health", method="GET") == (200, True)
 
 
+def test_keys_file_holds_several_keys_and_is_read_again_when_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's key and the team's named keys; `deploy keys revoke` rewrites the file and
+    the revoked key stops working at the next request, with no restart."""
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"{KEY}\nsk-alice\n")
+    monkeypatch.setenv(vllm_guard.KEYS_FILE_VAR, str(keys_file))
+    monkeypatch.setenv("VLLM_API_KEY", "sk-ignored-when-a-file-is-named")
+    guard = load_guard()
+    gate = guard.RequireKey(lambda *a: None)
+
+    def allowed(token: str) -> bool:
+        scope = {"headers": [(b"authorization", f"Bearer {token}".encode())]}
+        return bool(gate._allowed(scope))
+
+    assert allowed(KEY) and allowed("sk-alice")
+    assert not allowed("sk-ignored-when-a-file-is-named") and not allowed("sk-bob")
+    keys_file.write_text(f"{KEY}\nsk-bob-longer\n")  # alice revoked, bob added
+    assert allowed(KEY) and allowed("sk-bob-longer") and not allowed("sk-alice")
+    keys_file.unlink()  # no file: no key works
+    assert not allowed(KEY)
+
+
 def test_guard_is_written_and_named_in_the_launch(tmp_path: Path) -> None:
     from tests.test_engines import VLLM_CPU, launch, make_plan
 

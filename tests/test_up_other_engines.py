@@ -90,4 +90,21 @@ def test_vllm_cpu(
     assert doc["engine"] == "vllm"
     (row,) = json.loads(run("ps", "--json").stdout)
     assert row["engine_version"] == vllm_engine.version
+    # a team's named key works at once on the running vLLM, and stops working when
+    # revoked, with no restart (deploy's guard reads the keys file again when it changes)
+    added = run("keys", "add", "alice")
+    assert added.exit_code == 0, added.stderr
+    alice = added.stdout.strip()
+    url = f"{doc['base_url']}/models"
+
+    def status(key: str) -> int:
+        return httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code
+
+    assert status(alice) == 200
+    revoked = run("keys", "revoke", "alice")
+    assert revoked.exit_code == 0 and "vllm" in revoked.stdout, revoked.stdout
+    assert status(alice) == 401
+    assert status(read_key(isolated_env, "vllm")) == 200
+    (row,) = json.loads(run("ps", "--json").stdout)
+    assert row["pid"] == doc["pid"]  # not restarted
     _exercise("vllm", isolated_env, doc)

@@ -150,6 +150,7 @@ def up(
     name = records.check_name(opts.name or f"cluster-{default_name(plan)}")
     rdir = records.run_dir(name)
     key_file = keys.key_path(name)
+    engine_keys = rdir / keys.ENGINE_KEYS_FILE  # the run's key and the team's (live)
     token_file = rdir / rc.TOKEN_FILE
 
     def launch_for(port: int) -> Any:
@@ -159,7 +160,7 @@ def up(
             model_path=path,
             host=opts.host,
             port=port,
-            api_key_file=key_file,
+            api_key_file=engine_keys,
             run_dir=rdir,
             online=opts.online,
         )
@@ -216,7 +217,7 @@ def up(
         launch_for=launch_for,
         opts=opts,
         key_file=key_file,
-        engine_keys=key_file,
+        engine_keys=engine_keys,
         tls=None,
         timeout=opts.timeout or CLUSTER_TIMEOUT_S,
         progress=progress,

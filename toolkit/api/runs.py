@@ -473,7 +473,11 @@ def up(
     rdir = records.run_dir(name)
     key_file = keys.key_path(name)
     # llama-server reads several keys from one file: the run's own and the named keys.
-    engine_keys = rdir / keys.ENGINE_KEYS_FILE if installed.name == "llamacpp" else key_file
+    # llama-server and vLLM's key guard read several keys from one file: the run's own and
+    # the named keys (llama-cpp-python takes one key).
+    engine_keys = (
+        rdir / keys.ENGINE_KEYS_FILE if installed.name in ("llamacpp", "vllm") else key_file
+    )
 
     from toolkit.engines.base import build_launch
 
@@ -915,9 +919,24 @@ def _restart_stack(rec: RunRecord, progress: ready.Progress | None) -> UpResult:
 
 
 def key_holders() -> list[str]:
-    """Running runs that read the named keys (the native llama-server's key file)."""
+    """Running runs that read the named keys only when they start (the native
+    llama-server's key file): they restart to take a change."""
     return [
         r.name
         for r in records.all_records()
         if r.engine == "llamacpp" and process.alive(r.pid, r.create_time)
     ]
+
+
+def refresh_keys() -> list[str]:
+    """Rewrite the key file of every running vLLM run (its guard reads the file again
+    when it changes): a named key added, rotated or revoked takes effect at once."""
+    done = []
+    for r in records.all_records():
+        engine_keys = Path(r.run_dir) / keys.ENGINE_KEYS_FILE
+        if r.engine != "vllm" or not r.key_file or not engine_keys.exists():
+            continue
+        if process.alive(r.pid, r.create_time):
+            keys.write_engine_keys(Path(r.key_file), engine_keys)
+            done.append(r.name)
+    return done

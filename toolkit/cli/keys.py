@@ -10,17 +10,21 @@ from toolkit.cli.output import console, emit_json, json_option
 
 @click.group(name="keys")
 def keys_group() -> None:
-    """Named API keys, accepted by every llama-server run beside the run's own key.
+    """Named API keys, accepted by every llama-server and vLLM run beside the run's own key.
 
     A key is shown once, when it is made; deploy keeps it in keys/team/NAME.key (mode
-    0600) and never puts it on a command line or in a log. Runs read the keys when they
-    start: revoke and rotate restart the runs that hold them (--no-restart to leave them).
+    0600) and never puts it on a command line or in a log. vLLM runs take a change at
+    once; llama-server reads its keys when it starts, so revoke and rotate restart those
+    runs (--no-restart to leave them).
     """
 
 
 def _restart(restart: bool) -> None:
     from toolkit.api import runs as api
 
+    refreshed = api.refresh_keys()
+    if refreshed:
+        console().print(f"in force now for {', '.join(refreshed)} (vLLM reads keys live)")
     holders = api.key_holders()
     if not holders:
         return
@@ -43,6 +47,7 @@ def add(name: str) -> None:
 
     key = keys.add_team_key(name)
     click.echo(key)
+    api.refresh_keys()
     holders = api.key_holders()
     note = f" (runs take it at their next start: {', '.join(holders)})" if holders else ""
     click.echo(

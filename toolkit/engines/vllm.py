@@ -158,6 +158,9 @@ def vllm_launch(
             "TMPDIR": str(run_dir / "tmp"),
             # only deploy's guard module: nothing from the caller's PYTHONPATH
             "PYTHONPATH": str(guard_dir),
+            # the guard checks every request against the keys in this file (the run's
+            # own and the team's), read again when it changes; vLLM's own check is off
+            vllm_guard.KEYS_FILE_VAR: str(api_key_file),
         }
     )
     if cpu:
@@ -176,8 +179,6 @@ def vllm_launch(
         scheme="https" if tls else "http",
         health_path="/health",
         ready_path="/v1/models",
-        # vLLM reads the key from VLLM_API_KEY when --api-key is not given.
-        secret_env={"VLLM_API_KEY": api_key_file},
         notes=tuple(notes),
         dirs=(run_dir / "tmp", cache / "vllm", cache / "torchinductor", cache / "triton"),
         files={guard_dir / f"{vllm_guard.MODULE}.py": vllm_guard.SOURCE},

@@ -9,6 +9,11 @@ with vLLM's own `--middleware` flag: every request except GET /health needs the 
 The module vLLM imports is written into the run folder at start (`Launch.files`) and put
 on PYTHONPATH; it uses the standard library only (it runs inside vLLM's environment,
 where deploy is not installed). `SOURCE` is that module's text.
+
+The keys: the file named by DEPLOY_API_KEYS_FILE, one per line (the run's own key, then
+the team's named keys, as `deploy keys` writes it), read again whenever the file
+changes, so a revoked or rotated key stops working at once without a restart. Without
+that variable (a Kubernetes pod): the one key in VLLM_API_KEY.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from __future__ import annotations
 #: Import name vLLM is given: `--middleware deploy_vllm_guard.RequireKey`.
 MODULE = "deploy_vllm_guard"
 MIDDLEWARE = f"{MODULE}.RequireKey"
+#: The variable naming the keys file.
+KEYS_FILE_VAR = "DEPLOY_API_KEYS_FILE"
 #: Paths open without the key (the readiness probe).
 OPEN_PATHS = ("/health",)
 
 SOURCE = f'''"""deploy's key guard for vLLM (written by deploy; see toolkit/engines/vllm_guard.py).
 
-Every HTTP request except {OPEN_PATHS!r} needs "Authorization: Bearer <VLLM_API_KEY>".
+Every HTTP request except {OPEN_PATHS!r} needs "Authorization: Bearer KEY", KEY one of
+the lines of the file ${KEYS_FILE_VAR} names (read again when it changes), else VLLM_API_KEY.
 """
 
 import hashlib
@@ -32,22 +40,46 @@ OPEN_PATHS = {OPEN_PATHS!r}
 _BODY = b'{{"error": "Unauthorized"}}'
 
 
+def _digest(key):
+    return hashlib.sha256(key.encode()).digest()
+
+
 class RequireKey:
     def __init__(self, app):
         self.app = app
+        self.path = os.environ.get("{KEYS_FILE_VAR}", "")
+        self.stamp = None
         key = os.environ.get("VLLM_API_KEY", "")
         # No key configured: refuse everything but the open paths.
-        self.digest = hashlib.sha256(key.encode()).digest() if key else None
+        self.digests = [_digest(key)] if key and not self.path else []
+
+    def _keys(self):
+        if not self.path:
+            return self.digests
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if stamp != self.stamp:
+                with open(self.path, encoding="utf-8") as fh:
+                    lines = [ln.strip() for ln in fh]
+                self.digests = [_digest(k) for k in lines if k]
+                self.stamp = stamp
+        except OSError:
+            self.digests, self.stamp = [], None  # no file: no key works
+        return self.digests
 
     def _allowed(self, scope):
-        if self.digest is None:
-            return False
         for name, value in scope.get("headers", []):
             if name.lower() == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer":
-                    digest = hashlib.sha256(token.strip().encode()).digest()
-                    return hmac.compare_digest(digest, self.digest)
+                if scheme.lower() != "bearer":
+                    return False
+                digest = _digest(token.strip())
+                # compare with every key, so the time taken does not say which matched
+                found = False
+                for known in self._keys():
+                    found = hmac.compare_digest(digest, known) or found
+                return found
         return False
 
     async def __call__(self, scope, receive, send):
