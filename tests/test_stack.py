@@ -38,6 +38,14 @@ def test_validate_names_the_problem(tmp_path: Path, isolated_env: Path) -> None:
             "set by deploy",
         ),
         "empty": ("models: []\n", "at least one"),
+        "vllm on demand": (
+            "models:\n  - {alias: a, model: x, engine: vllm, resident: false}\n",
+            "stays loaded",
+        ),
+        "vllm lora": (
+            "models:\n  - {alias: a, model: x, engine: vllm, lora: [{path: a.gguf}]}\n",
+            "for llama.cpp models",
+        ),
         "not yaml": ("models: [\n", "not valid YAML"),
     }
     for name, (text, expected) in bad.items():
@@ -166,3 +174,87 @@ def test_stack_behind_one_endpoint(
             return False
 
     assert [p for p in procs if running(p)] == []
+
+
+@pytest.mark.vllm
+def test_mixed_stack_llama_cpp_and_vllm_behind_one_front_door(
+    llama_server: Any,
+    vllm_engine: Any,
+    cached_engines: Path,
+    smollm2_gguf: Path,
+    smollm2_safetensors: Path,
+    tmp_path: Path,
+    isolated_env: Path,
+) -> None:
+    """SmolLM2 on llama-server's router as `chat` and on vLLM as `vchat`, one endpoint:
+    deploy's front door routes by `model`, streams, lists both, and checks the team's
+    keys live (a named key works at once, and gets 401 once revoked, with no restart)."""
+    from openai import OpenAI
+
+    f = _write(
+        tmp_path / "deploy.yaml",
+        "version: 1\nname: mixed\nmodels:\n"
+        f"  - {{alias: chat, model: {smollm2_gguf}, ctx: 2048}}\n"
+        f"  - {{alias: vchat, model: {smollm2_safetensors}, ctx: 2048, engine: vllm}}\n",
+    )
+    plan = run("plan", "-f", str(f), "--json")
+    assert plan.exit_code == 0, plan.stderr
+    assert json.loads(plan.stdout)["resident"] == ["chat", "vchat"]
+    res = run("up", "-f", str(f), "--llama-server", str(llama_server.path), "--json",
+              "--timeout", "900")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    base, pid = doc["base_url"], doc["pid"]
+    own = read_key(isolated_env, "mixed")
+    try:
+        client = OpenAI(base_url=base, api_key=own, max_retries=2, timeout=300)
+        assert sorted(m.id for m in client.models.list()) == ["chat", "vchat"]
+        fingerprints = {}
+        for alias in ("chat", "vchat"):
+            reply = client.chat.completions.create(
+                model=alias,
+                messages=[{"role": "user", "content": "What is the capital of France?"}],
+                max_tokens=12,
+                temperature=0,
+            )
+            assert reply.choices[0].message.content, alias
+            fingerprints[alias] = reply.system_fingerprint or ""
+            stream = client.chat.completions.create(
+                model=alias,
+                messages=[{"role": "user", "content": "Count to five."}],
+                max_tokens=12,
+                stream=True,
+            )
+            assert len([c for c in stream if c.choices and c.choices[0].delta.content]) > 3
+        # each alias answered by its own engine
+        assert fingerprints["vchat"].startswith("vllm-"), fingerprints
+        assert not fingerprints["chat"].startswith("vllm-"), fingerprints
+        assert httpx.get(f"{base}/models").status_code == 401
+        unknown = httpx.post(f"{base}/chat/completions", json={"model": "nope", "messages": []},
+                             headers={"Authorization": f"Bearer {own}"})  # fmt: skip
+        assert unknown.status_code == 404 and "GET /v1/models" in unknown.text
+        alice = run("keys", "add", "alice").stdout.strip()
+
+        def status(key: str) -> int:
+            return httpx.get(
+                f"{base}/models", headers={"Authorization": f"Bearer {key}"}
+            ).status_code
+
+        assert status(alice) == 200
+        assert run("keys", "revoke", "alice").exit_code == 0
+        assert status(alice) == 401 and status(own) == 200
+        (row,) = json.loads(run("ps", "--json").stdout)
+        assert row["pid"] == pid and row["state"] == "ready"
+    finally:
+        assert run("stop", "mixed").exit_code == 0
+    group = [p for p in psutil.process_iter(["pid"]) if _in_group(p, pid)]
+    assert group == []
+
+
+def _in_group(proc: psutil.Process, pgid: int) -> bool:
+    import os
+
+    try:
+        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
+    except (OSError, psutil.Error):
+        return False

@@ -15,6 +15,9 @@
         resident: false       # loaded on the first request, unloaded when room is needed
         engine_flags: {"--temp": 0.2}
         lora: [{path: ./adapters/sql.gguf, scale: 0.8}]
+      - alias: big
+        model: qwen3-coder-30b-a3b:fp8
+        engine: vllm          # its own vLLM server behind the stack's front door
 
 Validation is strict (unknown keys, duplicate aliases, flags deploy owns are errors) and
 every error names the file and the entry. Planning and launching are in
@@ -53,6 +56,8 @@ class StackModel(_Strict):
     ctx: Annotated[int, Field(ge=256, le=1 << 24)] | None = None
     concurrency: Annotated[int, Field(ge=1, le=256)] = 1
     task: Literal["chat", "code", "reason", "embed"] = "chat"
+    #: llama.cpp (llama-server's router) or vLLM (one server per model, always loaded).
+    engine: Literal["llamacpp", "vllm"] = "llamacpp"
     #: Load at start and stay loaded (true), or load on the first request (false).
     resident: bool | None = None
     #: Extra llama-server flags for this model: {"--flag": value} (true for a bare flag).
@@ -97,6 +102,13 @@ class Stack(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Stack:
+        for m in self.models:
+            if m.engine == "vllm" and m.resident is False:
+                raise ValueError(
+                    f"{m.alias}: a vLLM model stays loaded (vLLM has no on-demand loading)"
+                )
+            if m.engine == "vllm" and m.lora:
+                raise ValueError(f"{m.alias}: lora: is for llama.cpp models (GGUF adapters)")
         if not self.models:
             raise ValueError("models: list at least one model")
         seen: set[str] = set()

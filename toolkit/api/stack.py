@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit import keys
 from toolkit.errors import DoesNotFit, EngineError, IntegrityError, UsageError
 from toolkit.hardware.model import Hardware
 from toolkit.planner.types import Plan, PlanRequest
 from toolkit.stack import Stack, StackModel
+
+if TYPE_CHECKING:
+    from toolkit.engines.base import Launch
 
 MiB = 1024**2
 GiB = 1024**3
@@ -110,25 +113,25 @@ def plan_stack(stack: Stack, hw: str | Hardware | None = None) -> StackPlan:
 
     entries = []
     for m in stack.models:
-        req = PlanRequest(ctx=m.ctx, concurrency=m.concurrency, engine="llamacpp")
+        req = PlanRequest(ctx=m.ctx, concurrency=m.concurrency, engine=m.engine)
         if m.task == "embed":
             # llama-server embeds an input in one physical batch: it refuses longer ones,
             # so an embedding model's ubatch is its context (Qwen3-Embedding: -ub 8192).
             req = PlanRequest(
-                ctx=m.ctx, concurrency=m.concurrency, engine="llamacpp", ubatch=m.ctx or 8192
+                ctx=m.ctx, concurrency=m.concurrency, engine=m.engine, ubatch=m.ctx or 8192
             )
         result = make_plans(m.model, req, hw=hw)
         if not result.plans:
             why = closest_message(result.closest) if result.closest else "nothing to plan"
             raise DoesNotFit(
                 f"stack model {m.alias!r} ({m.model}): {why}",
-                hint=f"deploy plan {m.model} --engine llamacpp --all",
+                hint=f"deploy plan {m.model} --engine {m.engine} --all",
             )
         entries.append(StackEntry(m, result.plans[0]))
     ordered = tuple(entries)
     cap = _capacity(ordered)
     chosen: list[StackEntry] = []
-    pinned = [e for e in ordered if e.model.resident is True]
+    pinned = [e for e in ordered if e.model.resident is True or e.model.engine == "vllm"]
     if not _fits(pinned, cap):
         need = _need(pinned)
         over = ", ".join(
@@ -142,17 +145,24 @@ def plan_stack(stack: Stack, hw: str | Hardware | None = None) -> StackPlan:
         )
     chosen += pinned
     for e in ordered:
-        if e.model.resident is None and _fits([*chosen, e], cap):
+        if e.model.resident is None and e not in chosen and _fits([*chosen, e], cap):
             chosen.append(e)
     resident = tuple(e.model.alias for e in ordered if e in chosen)
     on_demand = tuple(e.model.alias for e in ordered if e not in chosen)
-    # Any k loaded at once must fit: k = how many of the largest fit together.
-    by_size = sorted(ordered, key=lambda e: sum(e.needed.values()), reverse=True)
+    # Any k llama.cpp models loaded at once must fit beside the vLLM servers (always
+    # loaded): k = how many of the largest fit together.
+    always = [e for e in ordered if e.model.engine == "vllm"]
+    by_size = sorted(
+        (e for e in ordered if e.model.engine != "vllm"),
+        key=lambda e: sum(e.needed.values()),
+        reverse=True,
+    )
     models_max = 1
     for k in range(1, len(by_size) + 1):
-        if _fits(by_size[:k], cap):
+        if _fits([*always, *by_size[:k]], cap):
             models_max = k
-    models_max = max(models_max, len(resident)) if not on_demand else models_max
+    llama_resident = [a for a in resident if a not in {e.model.alias for e in always}]
+    models_max = max(models_max, len(llama_resident)) if not on_demand else models_max
     notes = []
     if on_demand:
         notes.append(
@@ -272,72 +282,25 @@ def up_stack(
     """Plan the stack for this machine, write the router's preset, start the router and
     wait until the first model answers through it."""
     from toolkit.api import runs
-    from toolkit.engines.base import Launch, build_launch, find_engine, private_env
     from toolkit.runs import records
 
     say = notify or (lambda _m: None)
     runs.check_host(stack.host)
-    installed = find_engine("llamacpp", path=llama_server)
-    if installed.flags and "--models-preset" not in installed.flags:
-        raise EngineError(
-            f"llama-server {installed.version} has no router mode (--models-preset)",
-            hint="deploy engines install llamacpp --force (a newer build)",
-        )
     splan = plan_stack(stack)
+    if any(e.model.engine == "vllm" for e in splan.entries):
+        return _up_mixed(
+            splan, source=source, llama_server=llama_server, port=port, timeout=timeout,
+            dry_run=dry_run, progress=progress, say=say,
+        )  # fmt: skip
+    installed = _router_engine(llama_server)
     name = records.check_name(stack.name)
     rdir = records.run_dir(name)
     key_file = keys.key_path(name)
     engine_keys = rdir / keys.ENGINE_KEYS_FILE
-    sections: dict[str, dict[str, str]] = {}
-    for e in splan.entries:
-        path = runs.model_files(e.plan)
-        bad = runs.verify_failure(e.plan)
-        if bad:
-            raise IntegrityError(
-                f"{e.plan.variant_id}: {bad}; deploy will not serve it",
-                hint=f"deploy rm {e.plan.variant_id} && deploy pull {e.plan.variant_id}",
-            )
-        one = build_launch(
-            e.plan,
-            installed,
-            model_path=path,
-            host=stack.host,
-            port=0,
-            api_key_file=engine_keys,
-            run_dir=rdir,
-            served_model_name=e.model.alias,
-        )
-        sections[e.model.alias] = model_section(e, one.argv, installed.flags)
-    preset = rdir / PRESET_FILE
-    text = render_preset(splan, sections)
+    preset, text = _preset(splan, installed, rdir, stack.host, engine_keys)
 
     def launch_for(p: int) -> Launch:
-        argv = (
-            str(installed.path),
-            "--models-preset",
-            str(preset),
-            "--models-max",
-            str(splan.models_max),
-            "--host",
-            stack.host,
-            "--port",
-            str(p),
-            "--offline",
-        )
-        env = private_env(False)
-        # The router and every model it starts read the keys from this file.
-        env["LLAMA_ARG_API_KEY_FILE"] = str(engine_keys)
-        return Launch(
-            engine="llamacpp",
-            engine_version=installed.version,
-            argv=argv,
-            env=env,
-            served_model_name=splan.entries[0].model.alias,
-            host=stack.host,
-            port=p,
-            notes=splan.notes,
-            files={preset: text},
-        )
+        return _router_launch(splan, installed, preset, text, stack.host, p, engine_keys)
 
     if dry_run:
         launch = launch_for(port or stack.port or 0)
@@ -363,3 +326,209 @@ def up_stack(
         probe_model=splan.entries[0].model.alias,
     )
     return StackUp(plan=splan, result=result, preset=preset)
+
+
+def _router_engine(llama_server: Path | None) -> Any:
+    from toolkit.engines.base import find_engine
+
+    installed = find_engine("llamacpp", path=llama_server)
+    if installed.flags and "--models-preset" not in installed.flags:
+        raise EngineError(
+            f"llama-server {installed.version} has no router mode (--models-preset)",
+            hint="deploy engines install llamacpp --force (a newer build)",
+        )
+    return installed
+
+
+def _checked_files(plan: Plan) -> Path:
+    from toolkit.api import runs
+
+    path = runs.model_files(plan)
+    bad = runs.verify_failure(plan)
+    if bad:
+        raise IntegrityError(
+            f"{plan.variant_id}: {bad}; deploy will not serve it",
+            hint=f"deploy rm {plan.variant_id} && deploy pull {plan.variant_id}",
+        )
+    return path
+
+
+def _preset(
+    splan: StackPlan, installed: Any, rdir: Path, host: str, keys_file: Path
+) -> tuple[Path, str]:
+    """The router's preset (one section per llama.cpp model) and where it goes."""
+    from toolkit.engines.base import build_launch
+
+    sections: dict[str, dict[str, str]] = {}
+    for e in splan.entries:
+        if e.model.engine != "llamacpp":
+            continue
+        one = build_launch(
+            e.plan,
+            installed,
+            model_path=_checked_files(e.plan),
+            host=host,
+            port=0,
+            api_key_file=keys_file,
+            run_dir=rdir,
+            served_model_name=e.model.alias,
+        )
+        sections[e.model.alias] = model_section(e, one.argv, installed.flags)
+    llama = [e for e in splan.entries if e.model.engine == "llamacpp"]
+    only = StackPlan(splan.stack, tuple(llama), splan.resident, splan.on_demand,
+                     splan.models_max, splan.devices, splan.notes)  # fmt: skip
+    return rdir / PRESET_FILE, render_preset(only, sections)
+
+
+def _router_launch(
+    splan: StackPlan, installed: Any, preset: Path, text: str, host: str, port: int,
+    keys_file: Path,
+) -> Launch:  # fmt: skip
+    from toolkit.engines.base import Launch, private_env
+
+    argv = (
+        str(installed.path), "--models-preset", str(preset),
+        "--models-max", str(splan.models_max), "--host", host, "--port", str(port), "--offline",
+    )  # fmt: skip
+    env = private_env(False)
+    # The router and every model it starts read the keys from this file.
+    env["LLAMA_ARG_API_KEY_FILE"] = str(keys_file)
+    first = next(e for e in splan.entries if e.model.engine == "llamacpp")
+    return Launch(
+        engine="llamacpp",
+        engine_version=installed.version,
+        argv=argv,
+        env=env,
+        served_model_name=first.model.alias,
+        host=host,
+        port=port,
+        notes=splan.notes,
+        files={preset: text},
+    )
+
+
+def _up_mixed(
+    splan: StackPlan,
+    *,
+    source: Path | None,
+    llama_server: Path | None,
+    port: int | None,
+    timeout: float | None,
+    dry_run: bool,
+    progress: Any,
+    say: Any,
+) -> StackUp | dict[str, Any]:
+    """llama.cpp models behind the router, each vLLM model on its own server, all on
+    loopback ports, and deploy's front door (toolkit.stackfront) on the stack's port."""
+    import json
+
+    from toolkit import stackfront
+    from toolkit.api import runs
+    from toolkit.engines import vllm_guard
+    from toolkit.engines.base import Launch, build_launch, find_engine, private_env
+    from toolkit.engines.flags import check_extra_args
+    from toolkit.runs import process, records
+
+    stack = splan.stack
+    vllm = find_engine("vllm")
+    if vllm.python is None:
+        raise EngineError("the vLLM engine has no venv", hint="deploy engines install vllm")
+    name = records.check_name(stack.name)
+    rdir = records.run_dir(name)
+    key_file = keys.key_path(name)  # the backends accept the run's own key only
+    engine_keys = rdir / keys.ENGINE_KEYS_FILE  # the front accepts the run's and the team's
+    llama = [e for e in splan.entries if e.model.engine == "llamacpp"]
+    router = _router_engine(llama_server) if llama else None
+    preset: Path | None = None
+    text = ""
+    if router is not None:
+        preset, text = _preset(splan, router, rdir, "127.0.0.1", key_file)
+
+    def launch_for(p: int) -> Launch:
+        children: list[dict[str, Any]] = []
+        routes: dict[str, str] = {}
+        if router is not None and preset is not None:
+            rp = process.free_port("127.0.0.1")
+            rl = _router_launch(splan, router, preset, text, "127.0.0.1", rp, key_file)
+            children.append({"name": "llama-server router", "argv": list(rl.argv),
+                             "env": rl.process_env({})})  # fmt: skip
+            routes.update({e.model.alias: f"http://127.0.0.1:{rp}" for e in llama})
+        for e in splan.entries:
+            if e.model.engine != "vllm":
+                continue
+            vp = process.free_port("127.0.0.1")
+            one = build_launch(
+                e.plan,
+                vllm,
+                model_path=_checked_files(e.plan),
+                host="127.0.0.1",
+                port=vp,
+                api_key_file=key_file,
+                run_dir=rdir / "vllm" / e.model.alias,
+                served_model_name=e.model.alias,
+            )
+            extra: list[str] = []
+            for flag, value in e.model.engine_flags.items():
+                extra += [flag] if value is True else [flag, _ini_value(value)]
+            check_extra_args(extra, vllm.flags, engine="vllm")
+            # TMPDIR: the run's own (short: vLLM binds unix sockets under it)
+            env = {k: v for k, v in one.process_env({}).items() if k != "TMPDIR"}
+            children.append(
+                {"name": f"vLLM {e.model.alias}", "argv": [*one.argv, *extra], "env": env}
+            )
+            routes[e.model.alias] = f"http://127.0.0.1:{vp}"
+        config = {
+            "host": stack.host,
+            "port": p,
+            "routes": routes,
+            "backend_key_file": str(key_file),
+            "children": children,
+        }
+        front_dir = rdir / "front"
+        env = private_env(False)
+        env.update({vllm_guard.KEYS_FILE_VAR: str(engine_keys), "PYTHONPATH": str(front_dir)})
+        return Launch(
+            engine="vllm",
+            engine_version=vllm.version,
+            argv=(
+                str(vllm.python),
+                str(front_dir / stackfront.SCRIPT),
+                str(front_dir / stackfront.CONFIG),
+            ),
+            env=env,
+            served_model_name=next(
+                e for e in splan.entries if e.model.engine == "vllm"
+            ).model.alias,
+            host=stack.host,
+            port=p,
+            notes=splan.notes,
+            files={
+                front_dir / stackfront.SCRIPT: stackfront.SOURCE,
+                front_dir / f"{vllm_guard.MODULE}.py": vllm_guard.SOURCE,
+                front_dir / stackfront.CONFIG: json.dumps(config, indent=1),
+            },
+        )
+
+    if dry_run:
+        launch = launch_for(port or stack.port or 0)
+        return {"name": name, "plan": splan.to_dict(), "preset": text, **launch.redacted()}
+    opts = runs.UpOptions(name=name, host=stack.host, port=port or stack.port)
+    result = runs._start(
+        name=name,
+        model_label=f"stack: {', '.join(e.model.alias for e in splan.entries)}",
+        variant_id=",".join(e.plan.variant_id for e in splan.entries),
+        plan_doc={"stack": splan.to_dict(), "file": str(source) if source else None},
+        installed=vllm,
+        launch_for=launch_for,
+        opts=opts,
+        key_file=key_file,
+        engine_keys=engine_keys,
+        tls=None,
+        timeout=timeout or runs.DEFAULT_TIMEOUT_S["vllm"],
+        progress=progress,
+        warnings=[],
+        say=say,
+        calibrate=None,
+        probe_model=next(e for e in splan.entries if e.model.engine == "vllm").model.alias,
+    )
+    return StackUp(plan=splan, result=result, preset=preset or rdir / stackfront.CONFIG)
