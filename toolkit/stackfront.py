@@ -65,11 +65,24 @@ async def health(request):
     return JSONResponse({"status": "ok"})
 
 
+async def send(build):
+    """Send, once more on a new connection if the backend closed a kept-alive one without
+    answering (llama-server's router does now and then; nothing was processed)."""
+    for attempt in (1, 2):
+        try:
+            return await client.send(build(), stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            if attempt == 2:
+                raise
+
+
 async def models(request):
     data = []
     for base in BACKENDS:
         try:
-            r = await client.get(base + "/v1/models", headers=backend_headers({}), timeout=5.0)
+            r = await send(lambda: client.build_request(
+                "GET", base + "/v1/models", headers=backend_headers({}), timeout=30.0))
+            await r.aread()
         except httpx.HTTPError:
             continue
         if r.status_code == 200:
@@ -92,15 +105,17 @@ async def forward(request):
     base = ROUTES.get(model)
     if base is None:
         return error(404, f"no model {model!r} here; GET /v1/models lists them")
-    req = client.build_request(
-        request.method,
-        base + request.url.path,
-        params=request.query_params,
-        headers=backend_headers(request.headers),
-        content=body,
-    )
+    def build():
+        return client.build_request(
+            request.method,
+            base + request.url.path,
+            params=request.query_params,
+            headers=backend_headers(request.headers),
+            content=body,
+        )
+
     try:
-        resp = await client.send(req, stream=True)
+        resp = await send(build)
     except httpx.HTTPError as exc:
         return error(502, f"the backend for {model!r} did not answer ({type(exc).__name__})")
     headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP}

@@ -302,28 +302,55 @@ def up_stack(
     def launch_for(p: int) -> Launch:
         return _router_launch(splan, installed, preset, text, stack.host, p, engine_keys)
 
+    return _start_stack(
+        splan, installed, launch_for, key_file, engine_keys, preset, text,
+        probe=splan.entries[0].model.alias, source=source, port=port, timeout=timeout,
+        dry_run=dry_run, progress=progress, say=say,
+    )  # fmt: skip
+
+
+def _start_stack(
+    splan: StackPlan,
+    installed: Any,
+    launch_for: Any,
+    key_file: Path,
+    engine_keys: Path,
+    preset: Path,
+    text: str,
+    *,
+    probe: str,
+    source: Path | None,
+    port: int | None,
+    timeout: float | None,
+    dry_run: bool,
+    progress: Any,
+    say: Any,
+) -> StackUp | dict[str, Any]:
+    """The stack's run (the router, or the front door of a mixed stack), or with
+    `dry_run` what it would run."""
+    from toolkit.api import runs
+
+    stack = splan.stack
     if dry_run:
         launch = launch_for(port or stack.port or 0)
-        return {"name": name, "plan": splan.to_dict(), "preset": text, **launch.redacted()}
-
-    opts = runs.UpOptions(name=name, host=stack.host, port=port or stack.port)
+        return {"name": stack.name, "plan": splan.to_dict(), "preset": text, **launch.redacted()}
     result = runs._start(
-        name=name,
+        name=stack.name,
         model_label=f"stack: {', '.join(e.model.alias for e in splan.entries)}",
         variant_id=",".join(e.plan.variant_id for e in splan.entries),
         plan_doc={"stack": splan.to_dict(), "file": str(source) if source else None},
         installed=installed,
         launch_for=launch_for,
-        opts=opts,
+        opts=runs.UpOptions(name=stack.name, host=stack.host, port=port or stack.port),
         key_file=key_file,
         engine_keys=engine_keys,
         tls=None,
-        timeout=timeout or runs.DEFAULT_TIMEOUT_S["llamacpp"],
+        timeout=timeout or runs.DEFAULT_TIMEOUT_S[installed.name],
         progress=progress,
         warnings=[],
         say=say,
         calibrate=None,
-        probe_model=splan.entries[0].model.alias,
+        probe_model=probe,
     )
     return StackUp(plan=splan, result=result, preset=preset)
 
@@ -423,7 +450,6 @@ def _up_mixed(
     import json
 
     from toolkit import stackfront
-    from toolkit.api import runs
     from toolkit.engines import vllm_guard
     from toolkit.engines.base import Launch, build_launch, find_engine, private_env
     from toolkit.engines.flags import check_extra_args
@@ -509,26 +535,8 @@ def _up_mixed(
             },
         )
 
-    if dry_run:
-        launch = launch_for(port or stack.port or 0)
-        return {"name": name, "plan": splan.to_dict(), "preset": text, **launch.redacted()}
-    opts = runs.UpOptions(name=name, host=stack.host, port=port or stack.port)
-    result = runs._start(
-        name=name,
-        model_label=f"stack: {', '.join(e.model.alias for e in splan.entries)}",
-        variant_id=",".join(e.plan.variant_id for e in splan.entries),
-        plan_doc={"stack": splan.to_dict(), "file": str(source) if source else None},
-        installed=vllm,
-        launch_for=launch_for,
-        opts=opts,
-        key_file=key_file,
-        engine_keys=engine_keys,
-        tls=None,
-        timeout=timeout or runs.DEFAULT_TIMEOUT_S["vllm"],
-        progress=progress,
-        warnings=[],
-        say=say,
-        calibrate=None,
-        probe_model=next(e for e in splan.entries if e.model.engine == "vllm").model.alias,
-    )
-    return StackUp(plan=splan, result=result, preset=preset or rdir / stackfront.CONFIG)
+    return _start_stack(
+        splan, vllm, launch_for, key_file, engine_keys, preset or rdir / stackfront.CONFIG,
+        text, probe=next(e for e in splan.entries if e.model.engine == "vllm").model.alias,
+        source=source, port=port, timeout=timeout, dry_run=dry_run, progress=progress, say=say,
+    )  # fmt: skip
