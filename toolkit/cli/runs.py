@@ -81,6 +81,9 @@ def up(
     or model folder. Binds 127.0.0.1 with a generated API key, offline, telemetry off.
     Engine flags go after `--`: deploy up smollm2-135m -- --embeddings --pooling mean
     """
+    if model is not None and model.startswith("-"):
+        # `deploy up --plan FILE -- --flag v`: click gave the first engine flag to MODEL
+        engine_args, model = (model, *engine_args), None
     if foreground:
         _stop_like_ctrl_c()
     if stack_file is not None:
