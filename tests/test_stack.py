@@ -7,6 +7,7 @@ leaves no process."""
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -191,9 +192,10 @@ def test_mixed_stack_llama_cpp_and_vllm_behind_one_front_door(
     keys live (a named key works at once, and gets 401 once revoked, with no restart)."""
     from openai import OpenAI
 
+    cert = _self_signed(tmp_path)
     f = _write(
         tmp_path / "deploy.yaml",
-        "version: 1\nname: mixed\nmodels:\n"
+        "version: 1\nname: mixed\ntls: {cert: tls.crt, key: tls.key}\nmodels:\n"
         f"  - {{alias: chat, model: {smollm2_gguf}, ctx: 2048}}\n"
         f"  - {{alias: vchat, model: {smollm2_safetensors}, ctx: 2048, engine: vllm}}\n",
     )
@@ -205,9 +207,11 @@ def test_mixed_stack_llama_cpp_and_vllm_behind_one_front_door(
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
     base, pid = doc["base_url"], doc["pid"]
+    assert base.startswith("https://")
     own = read_key(isolated_env, "mixed")
+    tls = httpx.Client(verify=ssl.create_default_context(cafile=str(cert)))
     try:
-        client = OpenAI(base_url=base, api_key=own, max_retries=2, timeout=300)
+        client = OpenAI(base_url=base, api_key=own, max_retries=2, timeout=300, http_client=tls)
         assert sorted(m.id for m in client.models.list()) == ["chat", "vchat"]
         fingerprints = {}
         for alias in ("chat", "vchat"):
@@ -229,16 +233,14 @@ def test_mixed_stack_llama_cpp_and_vllm_behind_one_front_door(
         # each alias answered by its own engine
         assert fingerprints["vchat"].startswith("vllm-"), fingerprints
         assert not fingerprints["chat"].startswith("vllm-"), fingerprints
-        assert httpx.get(f"{base}/models").status_code == 401
-        unknown = httpx.post(f"{base}/chat/completions", json={"model": "nope", "messages": []},
+        assert tls.get(f"{base}/models").status_code == 401
+        unknown = tls.post(f"{base}/chat/completions", json={"model": "nope", "messages": []},
                              headers={"Authorization": f"Bearer {own}"})  # fmt: skip
         assert unknown.status_code == 404 and "GET /v1/models" in unknown.text
         alice = run("keys", "add", "alice").stdout.strip()
 
         def status(key: str) -> int:
-            return httpx.get(
-                f"{base}/models", headers={"Authorization": f"Bearer {key}"}
-            ).status_code
+            return tls.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"}).status_code
 
         assert status(alice) == 200
         assert run("keys", "revoke", "alice").exit_code == 0
@@ -249,6 +251,46 @@ def test_mixed_stack_llama_cpp_and_vllm_behind_one_front_door(
         assert run("stop", "mixed").exit_code == 0
     group = [p for p in psutil.process_iter(["pid"]) if _in_group(p, pid)]
     assert group == []
+
+
+def _self_signed(folder: Path) -> Path:
+    import subprocess
+
+    cert, key = folder / "tls.crt", folder / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert
+
+
+def test_stack_over_tls(llama_server: Any, smollm2_gguf: Path, tmp_path: Path) -> None:
+    """The router's own listener over HTTPS (--tls-cert/--tls-key override the file)."""
+    from openai import OpenAI
+
+    cert = _self_signed(tmp_path)
+    f = _write(tmp_path / "deploy.yaml", f"name: sec\nmodels:\n  - {{alias: chat, model: "
+               f"{smollm2_gguf}, ctx: 1024}}\n")  # fmt: skip
+    res = run("up", "-f", str(f), "--tls-cert", str(cert), "--tls-key", str(tmp_path / "tls.key"),
+              "--llama-server", str(llama_server.path), "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    try:
+        assert doc["base_url"].startswith("https://")
+        key = (Path(doc["key_file"])).read_text().strip()
+        trust = httpx.Client(verify=ssl.create_default_context(cafile=str(cert)))
+        client = OpenAI(base_url=doc["base_url"], api_key=key, max_retries=2, http_client=trust)
+        reply = client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=8
+        )
+        assert reply.choices[0].message.content
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not served
+            httpx.get(doc["base_url"].replace("https://", "http://") + "/models", timeout=10)
+        assert run("check", "sec").exit_code == 0
+    finally:
+        assert run("stop", "sec").exit_code == 0
 
 
 def _in_group(proc: psutil.Process, pgid: int) -> bool:

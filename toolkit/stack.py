@@ -3,6 +3,7 @@
     version: 1
     name: dev                 # the run name (default: stack)
     port: 8080                # optional; else the port this name had before, else a free one
+    tls: {cert: tls.crt, key: tls.key}   # optional: HTTPS on the stack's port
     models:
       - alias: chat           # the `model` clients send
         model: smollm2-135m   # a recipe name, variant id or local GGUF
@@ -50,6 +51,13 @@ class Lora(_Strict):
     scale: Annotated[float, Field(ge=-4, le=4)] = 1.0
 
 
+class Tls(_Strict):
+    """The stack's certificate and private key (PEM); paths relative to the file."""
+
+    cert: str
+    key: str
+
+
 class StackModel(_Strict):
     alias: str
     model: str
@@ -91,6 +99,8 @@ class Stack(_Strict):
     name: str = "stack"
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    #: Serve the stack's endpoint over HTTPS with this certificate and key.
+    tls: Tls | None = None
     models: tuple[StackModel, ...]
 
     @field_validator("name")
@@ -160,4 +170,7 @@ def load_stack(path: Path) -> Stack:
         if not local.is_absolute() and (base / local).exists():
             model = str((base / local).resolve())
         fixed.append(m.model_copy(update={"lora": loras, "model": model}))
-    return stack.model_copy(update={"models": tuple(fixed)})
+    tls = stack.tls
+    if tls is not None:
+        tls = Tls(cert=str((base / tls.cert).resolve()), key=str((base / tls.key).resolve()))
+    return stack.model_copy(update={"models": tuple(fixed), "tls": tls})

@@ -150,8 +150,10 @@ def main():
             threading.Event().wait(1.0)
 
     threading.Thread(target=watch, daemon=True).start()
+    tls = dict(zip(sys.argv[2::2], sys.argv[3::2]))  # --ssl-certfile C --ssl-keyfile K
     try:
-        uvicorn.run(app, host=CFG["host"], port=CFG["port"], log_level="warning")
+        uvicorn.run(app, host=CFG["host"], port=CFG["port"], log_level="warning",
+                    ssl_certfile=tls.get("--ssl-certfile"), ssl_keyfile=tls.get("--ssl-keyfile"))
     finally:
         for c in children:
             if c.poll() is None:

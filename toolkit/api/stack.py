@@ -16,7 +16,7 @@ not even on its loopback port.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,19 +278,25 @@ def up_stack(
     dry_run: bool = False,
     progress: Any = None,
     notify: Any = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> StackUp | dict[str, Any]:
     """Plan the stack for this machine, write the router's preset, start the router and
-    wait until the first model answers through it."""
+    wait until the first model answers through it. TLS: --tls-cert/--tls-key, else the
+    file's `tls:`."""
     from toolkit.api import runs
     from toolkit.runs import records
 
     say = notify or (lambda _m: None)
     runs.check_host(stack.host)
+    if tls_cert is None and tls_key is None and stack.tls is not None:
+        tls_cert, tls_key = Path(stack.tls.cert), Path(stack.tls.key)
+    tls = runs._tls(runs.UpOptions(tls_cert=tls_cert, tls_key=tls_key))
     splan = plan_stack(stack)
     if any(e.model.engine == "vllm" for e in splan.entries):
         return _up_mixed(
             splan, source=source, llama_server=llama_server, port=port, timeout=timeout,
-            dry_run=dry_run, progress=progress, say=say,
+            dry_run=dry_run, progress=progress, say=say, tls=tls,
         )  # fmt: skip
     installed = _router_engine(llama_server)
     name = records.check_name(stack.name)
@@ -300,12 +306,19 @@ def up_stack(
     preset, text = _preset(splan, installed, rdir, stack.host, engine_keys)
 
     def launch_for(p: int) -> Launch:
-        return _router_launch(splan, installed, preset, text, stack.host, p, engine_keys)
+        launch = _router_launch(splan, installed, preset, text, stack.host, p, engine_keys)
+        if tls is None:
+            return launch
+        return replace(
+            launch,
+            argv=(*launch.argv, "--ssl-cert-file", str(tls.cert), "--ssl-key-file", str(tls.key)),
+            scheme="https",
+        )
 
     return _start_stack(
         splan, installed, launch_for, key_file, engine_keys, preset, text,
         probe=splan.entries[0].model.alias, source=source, port=port, timeout=timeout,
-        dry_run=dry_run, progress=progress, say=say,
+        dry_run=dry_run, progress=progress, say=say, tls=tls,
     )  # fmt: skip
 
 
@@ -325,6 +338,7 @@ def _start_stack(
     dry_run: bool,
     progress: Any,
     say: Any,
+    tls: Any = None,
 ) -> StackUp | dict[str, Any]:
     """The stack's run (the router, or the front door of a mixed stack), or with
     `dry_run` what it would run."""
@@ -344,7 +358,7 @@ def _start_stack(
         opts=runs.UpOptions(name=stack.name, host=stack.host, port=port or stack.port),
         key_file=key_file,
         engine_keys=engine_keys,
-        tls=None,
+        tls=tls,
         timeout=timeout or runs.DEFAULT_TIMEOUT_S[installed.name],
         progress=progress,
         warnings=[],
@@ -444,6 +458,7 @@ def _up_mixed(
     dry_run: bool,
     progress: Any,
     say: Any,
+    tls: Any = None,
 ) -> StackUp | dict[str, Any]:
     """llama.cpp models behind the router, each vLLM model on its own server, all on
     loopback ports, and deploy's front door (toolkit.stackfront) on the stack's port."""
@@ -520,7 +535,13 @@ def _up_mixed(
                 str(vllm.python),
                 str(front_dir / stackfront.SCRIPT),
                 str(front_dir / stackfront.CONFIG),
+                *(
+                    ()
+                    if tls is None
+                    else ("--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key))
+                ),
             ),
+            scheme="http" if tls is None else "https",
             env=env,
             served_model_name=next(
                 e for e in splan.entries if e.model.engine == "vllm"
@@ -539,4 +560,5 @@ def _up_mixed(
         splan, vllm, launch_for, key_file, engine_keys, preset or rdir / stackfront.CONFIG,
         text, probe=next(e for e in splan.entries if e.model.engine == "vllm").model.alias,
         source=source, port=port, timeout=timeout, dry_run=dry_run, progress=progress, say=say,
+        tls=tls,
     )  # fmt: skip

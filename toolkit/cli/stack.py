@@ -85,6 +85,8 @@ def up_file(stack_file: Path, opts: dict[str, Any], as_json: bool) -> None:
             port=opts.get("port"),
             timeout=opts.get("timeout"),
             dry_run=bool(opts.get("dry_run")),
+            tls_cert=opts.get("tls_cert"),
+            tls_key=opts.get("tls_key"),
             progress=progress,
             notify=lambda m: err.print(f"[yellow]Warning: {m}[/yellow]"),
         )
