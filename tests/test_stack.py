@@ -300,3 +300,37 @@ def _in_group(proc: psutil.Process, pgid: int) -> bool:
         return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
     except (OSError, psutil.Error):
         return False
+
+
+def test_vllm_models_sharing_a_gpu_split_its_budget(tmp_path: Path) -> None:
+    """Two vLLM servers on one H100 each get a share of vLLM's 0.9 (not 0.9 each, which
+    the second could never allocate), each planned again at its share; three that cannot
+    share it are refused with each one's least share."""
+    f = _write(
+        tmp_path / "deploy.yaml",
+        "models:\n"
+        "  - {alias: coder, model: qwen3-coder-30b-a3b:fp8, engine: vllm, ctx: 32768}\n"
+        "  - {alias: embed, model: qwen3-embedding-0.6b, engine: vllm, task: embed}\n",
+    )
+    res = run("plan", "-f", str(f), "--hw", "1xh100,ram=256G", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    utils = {m["alias"]: m["plan"]["vllm"]["gpu_memory_utilization"] for m in doc["models"]}
+    assert 0 < utils["embed"] < utils["coder"] and sum(utils.values()) <= 0.9
+    for m in doc["models"]:
+        assert m["plan"]["ctx"] >= (32768 if m["alias"] == "coder" else 8192)
+        # each plan's GPU memory is its share of the GPU
+        total = (
+            m["plan"]["memory"][0]["capacity_bytes"] / m["plan"]["vllm"]["gpu_memory_utilization"]
+        )
+        assert abs(total - 79.6 * 2**30) < 2**30
+    assert doc["resident"] == ["coder", "embed"]
+    assert any("split its memory" in n for n in doc["notes"])
+    big = _write(
+        tmp_path / "big.yaml",
+        "models:\n"
+        "  - {alias: a, model: qwen3-coder-30b-a3b:fp8, engine: vllm, ctx: 131072}\n"
+        "  - {alias: b, model: qwen3-coder-30b-a3b:fp8, engine: vllm, ctx: 32768}\n",
+    )
+    res = run("plan", "-f", str(big), "--hw", "1xh100,ram=256G")
+    assert res.exit_code == 3 and "sharing a GPU need" in res.stderr, res.stderr

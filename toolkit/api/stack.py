@@ -87,16 +87,24 @@ class StackPlan:
 
 
 def _capacity(entries: tuple[StackEntry, ...]) -> dict[str, int]:
+    """What each device holds for the stack. A vLLM plan's capacity is its own share
+    (utilization × total): the GPU's is that scaled to vLLM's whole budget."""
     cap: dict[str, int] = {}
     for e in entries:
+        util = e.plan.vllm.gpu_memory_utilization if e.plan.vllm is not None else None
         for d in e.plan.memory:
-            cap[d.id] = min(cap.get(d.id, d.capacity_bytes), d.capacity_bytes)
+            whole = d.capacity_bytes
+            if util and d.id != "cpu":
+                whole = int(d.capacity_bytes / util * GPU_BUDGET)
+            cap[d.id] = min(cap.get(d.id, whole), whole)
     return cap
 
 
 def _fits(chosen: list[StackEntry], cap: dict[str, int]) -> bool:
     need = _need(chosen)
-    return all(need[k] <= cap.get(k, 0) for k in need)
+    # no plan put anything in RAM (vLLM on GPUs only): the router or front door's few MiB
+    # are not checked against an unknown
+    return all(need[k] <= cap.get(k, 0) for k in need if k in cap or k != "cpu")
 
 
 def _need(chosen: list[StackEntry]) -> dict[str, int]:
@@ -128,6 +136,7 @@ def plan_stack(stack: Stack, hw: str | Hardware | None = None) -> StackPlan:
                 hint=f"deploy plan {m.model} --engine {m.engine} --all",
             )
         entries.append(StackEntry(m, result.plans[0]))
+    entries, share_notes = _share_gpus(entries, hw)
     ordered = tuple(entries)
     cap = _capacity(ordered)
     chosen: list[StackEntry] = []
@@ -163,7 +172,7 @@ def plan_stack(stack: Stack, hw: str | Hardware | None = None) -> StackPlan:
             models_max = k
     llama_resident = [a for a in resident if a not in {e.model.alias for e in always}]
     models_max = max(models_max, len(llama_resident)) if not on_demand else models_max
-    notes = []
+    notes = list(share_notes)
     if on_demand:
         notes.append(
             f"{', '.join(on_demand)} load on their first request (cold start of a few "
@@ -171,8 +180,83 @@ def plan_stack(stack: Stack, hw: str | Hardware | None = None) -> StackPlan:
             "recently used unloaded to make room"
         )
     need = _need(chosen)
-    devices = {k: (need[k], cap.get(k, 0)) for k in sorted(need)}
+    devices = {k: (need[k], cap.get(k, 0)) for k in sorted(need) if k in cap or k != "cpu"}
     return StackPlan(stack, ordered, resident, on_demand, models_max, devices, tuple(notes))
+
+
+#: vLLM's default budget for the GPUs it uses (--gpu-memory-utilization 0.9): several vLLM
+#: servers on one GPU split it.
+GPU_BUDGET = 0.9
+
+
+def _request(m: StackModel, util: float | None = None) -> PlanRequest:
+    ubatch = (m.ctx or 8192) if m.task == "embed" else None
+    return PlanRequest(
+        ctx=m.ctx, concurrency=m.concurrency, engine=m.engine, ubatch=ubatch, gpu_mem_util=util
+    )
+
+
+def _share_gpus(
+    entries: list[StackEntry], hw: str | Hardware | None
+) -> tuple[list[StackEntry], list[str]]:
+    """vLLM servers that would share a GPU each get a share of vLLM's 0.9 budget instead
+    of 0.9 each (which the second could never get): first the least utilization that
+    still holds its context, then the rest of the budget in proportion to that, and each
+    is planned again at its share, so its KV pool is what vLLM will allocate."""
+    from toolkit.api.plan import make_plans
+
+    by_gpu: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        if e.model.engine == "vllm":
+            for d in e.plan.devices:
+                if d != "cpu":
+                    by_gpu.setdefault(d, []).append(i)
+    shared = sorted({i for ids in by_gpu.values() if len(ids) > 1 for i in ids})
+    if not shared:
+        return entries, []
+
+    def plan_at(i: int, util: float) -> Plan | None:
+        e = entries[i]
+        res = make_plans(e.model.model, _request(e.model, util), hw=hw)
+        best = res.plans[0] if res.plans else None
+        if best is None or best.engine != "vllm" or best.ctx < e.plan.ctx:
+            return None
+        return best
+
+    least: dict[int, float] = {}
+    for i in shared:
+        lo, hi = 1, round(GPU_BUDGET * 100)  # in hundredths
+        if plan_at(i, lo / 100) is not None:
+            hi = lo
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if plan_at(i, mid / 100) is not None:
+                hi = mid
+            else:
+                lo = mid + 1
+        least[i] = hi / 100
+    total = sum(least.values())
+    if total > GPU_BUDGET + 1e-9:
+        parts = ", ".join(f"{entries[i].model.alias} ≥ {least[i]:.2f}" for i in shared)
+        raise DoesNotFit(
+            f"the vLLM models sharing a GPU need {total:.2f} of its memory together "
+            f"({parts}); vLLM's budget is {GPU_BUDGET}",
+            hint="lower their ctx, use a smaller quant, or give one `engine: llamacpp`",
+        )
+    out = list(entries)
+    shares = []
+    for i in shared:
+        share = int((least[i] + (GPU_BUDGET - total) * least[i] / total) * 100) / 100
+        plan = plan_at(i, share)
+        assert plan is not None  # at least its least share, which fits
+        out[i] = StackEntry(entries[i].model, plan)
+        shares.append(f"{entries[i].model.alias} {share:.2f}")
+    note = (
+        f"vLLM models sharing a GPU split its memory (--gpu-memory-utilization): "
+        f"{', '.join(shares)} (least that holds each context, plus the rest of 0.9 in "
+        "proportion)"
+    )
+    return out, [note]
 
 
 # --- the preset and the launch ----------------------------------------------------------

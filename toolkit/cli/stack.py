@@ -63,7 +63,8 @@ def plan_file(stack_file: Path, hw_spec: str | None, as_json: bool) -> None:
         )
     for dev, (need, usable) in splan.devices.items():
         out.print(f"  {dev}: resident models need {format_bytes(need)} of {format_bytes(usable)}")
-    out.print(f"  at most {splan.models_max} loaded at once (llama-server --models-max)")
+    if any(e.model.engine == "llamacpp" for e in splan.entries):
+        out.print(f"  at most {splan.models_max} loaded at once (llama-server --models-max)")
     for n in splan.notes:
         out.print(f"  note: {n}", soft_wrap=True)
 
