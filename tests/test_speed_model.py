@@ -168,3 +168,39 @@ def test_small_models_on_few_cores_are_bound_by_arithmetic(hw: str) -> None:
         few = plan.speed.decode_tok_s
         many = make_plans("smollm2-135m:q4_1", hw="cpu,ram=24G,cores=32").plans[0]
         assert many.speed.decode_tok_s and many.speed.decode_tok_s > few
+
+
+def test_tensor_parallel_over_a_gpu_fabric_costs_less_than_over_pcie() -> None:
+    params = fitted().params
+    assert params["allreduce_fabric_s"] < params["allreduce_s"]
+
+    def case(fabric: bool) -> SpeedCase:
+        return SpeedCase(
+            engine="vllm",
+            backend="cuda",
+            places=(Place("gpu", 140e9, 3.35e12, 4, 1.0),),
+            layers=80,
+            tp=4,
+            fabric=fabric,
+        )
+
+    pcie, nvlink = decode_tok_s(case(False), params), decode_tok_s(case(True), params)
+    assert pcie and nvlink and nvlink[0] > pcie[0]
+    # The planner takes the link from the spec table: SXM boards have NVLink, PCIe cards not.
+    from toolkit.hardware.specstring import parse_spec
+
+    assert {g.fabric for g in parse_spec("4xh100,ram=1T").gpus} == {"nvlink"}
+    assert {g.fabric for g in parse_spec("4xh100-pcie,ram=1T").gpus} == {None}
+    assert {g.fabric for g in parse_spec("2xmi300x,ram=1T").gpus} == {"xgmi"}
+
+
+def test_the_spec_table_refuses_an_unknown_fabric() -> None:
+    from toolkit.hardware.specs import parse_table
+
+    text = """
+sources: {v: https://example.invalid}
+gpus:
+  x: {full_name: X, vendor: nvidia, memory: 80GiB, fabric: infiniband, sources: [v]}
+"""
+    with pytest.raises(ValueError, match="fabric must be nvlink or xgmi"):
+        parse_table(text)

@@ -90,6 +90,7 @@ def list_gpus() -> list[dict[str, Any]]:
                 "int8_ops": s.int8_ops,
                 "fp32_flops": s.fp32_flops,
                 "flops_note": s.flops_note,
+                "fabric": s.fabric,
                 "unified_memory": s.unified_memory,
                 "note": s.note,
                 "sources": [specs.sources[r] for r in s.sources],

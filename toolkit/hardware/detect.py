@@ -52,6 +52,7 @@ def enrich(gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
                 fp4_flops=g.fp4_flops or (None if g.mig else spec.fp4_flops),
                 int8_ops=g.int8_ops or (None if g.mig else spec.int8_ops),
                 fp32_flops=g.fp32_flops or (None if g.mig else spec.fp32_flops),
+                fabric=g.fabric or spec.fabric,
             )
         )
     return tuple(out)

@@ -44,6 +44,8 @@ class Gpu:
     int8_ops: float | None = None
     #: Non-tensor FP32 (vector/shader) FLOP/s; for GPUs without tensor cores (Apple, Pascal).
     fp32_flops: float | None = None
+    #: GPU-to-GPU link ("nvlink", "xgmi") when the GPUs talk without PCIe; None: PCIe.
+    fabric: str | None = None
     used_by_others_bytes: int | None = None
     power_limit_w: float | None = None
     driver_version: str | None = None

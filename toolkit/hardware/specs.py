@@ -51,6 +51,9 @@ class GpuSpec:
     fp32_flops: float | None = None
     #: Where the FLOP figures come from, when not the vendor's own table (derived, third-party).
     flops_note: str | None = None
+    #: GPU-to-GPU link of the board the part is sold on: "nvlink" (SXM/HGX: NVLink and
+    #: NVSwitch) or "xgmi" (AMD OAM: Infinity Fabric); None: PCIe between GPUs.
+    fabric: str | None = None
 
 
 def key(name: str) -> str:
@@ -144,7 +147,7 @@ FIELDS = frozenset(
     {
         "full_name", "vendor", "memory", "memory_options", "recorded", "reported_names",
         "aliases", "bandwidth_gb_s", "arch", "compute_capability", "bf16", "fp8", "fp4",
-        "int4", "unified_memory", "note", "flops_note", "sources", *RATE_FIELDS,
+        "int4", "unified_memory", "note", "flops_note", "sources", "fabric", *RATE_FIELDS,
     }
 )  # fmt: skip
 
@@ -193,7 +196,15 @@ def _spec(name: str, entry: dict[str, Any], sources: dict[str, str]) -> GpuSpec:
         int8_ops=_rate(name, entry, "int8_tops"),
         fp32_flops=_rate(name, entry, "fp32_tflops"),
         flops_note=entry.get("flops_note"),
+        fabric=_fabric(name, entry),
     )
+
+
+def _fabric(name: str, entry: dict[str, Any]) -> str | None:
+    value = entry.get("fabric")
+    if value not in (None, "nvlink", "xgmi"):
+        raise ValueError(f"gpus.yaml: {name}: fabric must be nvlink or xgmi, not {value!r}")
+    return value
 
 
 def parse_table(text: str) -> SpecTable:

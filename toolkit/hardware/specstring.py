@@ -298,6 +298,7 @@ def _gpu(
         fp4_flops=gspec.fp4_flops,
         int8_ops=gspec.int8_ops,
         fp32_flops=gspec.fp32_flops,
+        fabric=gspec.fabric,
         working_set_limit_bytes=limit,
     )
 

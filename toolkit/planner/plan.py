@@ -286,6 +286,7 @@ def speed_case(
         cpu_flops=cpu_flops(hw.host)[0],
         kernel=kernel,
         cuda_graphs=not (engine == "vllm" and backend == "cpu"),
+        fabric=bool(used) and all(g.fabric for g in used),
         weight_share=min(1.0, float(layout.active_bytes or layout.total_bytes) / read)
         if read > 0
         else 1.0,

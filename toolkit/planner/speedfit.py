@@ -70,10 +70,12 @@ def _weights_bytes(m: Mapping[str, Any]) -> float | None:
 def to_measurement(
     m: Mapping[str, Any],
     gpu_spec: Callable[[str], tuple[float | None, float | None, float | None]],
+    fabric_of: Callable[[str], str | None] = lambda gpu: None,
 ) -> Measurement | str:
     """A measurement dict → Measurement.
     `gpu_spec(id)` gives (bandwidth bytes/s, dense fp16 FLOP/s, dense int8 OP/s) from the
-    spec table. A string instead of a Measurement says why the row is not used."""
+    spec table, `fabric_of(id)` its GPU-to-GPU link. A string instead of a Measurement
+    says why the row is not used."""
     if m.get("exclude"):
         return f"excluded: {m['exclude']}"
     model = m.get("model") or {}
@@ -181,6 +183,7 @@ def to_measurement(
         cpu_flops=cpu_flops,
         kernel=kernel if engine == "vllm" else "bf16",
         cuda_graphs=_graphs(m, engine, backend),
+        fabric=bool(hw.get("gpu") and fabric_of(str(hw["gpu"]))),
         weight_share=active / (active + kv_read) if test != "pp" else 1.0,
         experts=int(model.get("experts") or 0),
         experts_per_token=int(model.get("experts_per_token") or 0),

@@ -34,7 +34,7 @@ DEFAULTS: dict[str, float] = {
     "bw_ram": 0.6,
     # bandwidth one decode stream can draw at most (bytes/s): a single token's matrix ×
     # vector products keep too few reads in flight to fill HBM or a large Apple chip, so
-    # the effective rate saturates: 1 / (1 / (eff × peak) + 1 / cap)
+    # the effective rate saturates: ((eff × peak)^-p + cap^-p)^(-1/p)
     "cap_llamacpp_cuda_bps": 2.0e12,
     "cap_llamacpp_metal_bps": 1.0e12,
     "cap_vllm_cuda_bps": 4.0e12,
@@ -55,8 +55,13 @@ DEFAULTS: dict[str, float] = {
     "moe_layer_s": 10e-6,
     # seconds per layer whose experts run on the CPU (GPU↔CPU hand-off)
     "handoff_s": 100e-6,
-    # seconds per layer per token for the tensor-parallel all-reduce
+    # seconds per layer per token for the tensor-parallel all-reduce, over PCIe and over a
+    # GPU fabric (NVLink/NVSwitch, Infinity Fabric)
     "allreduce_s": 10e-6,
+    "allreduce_fabric_s": 5e-6,
+    # vLLM: seconds per step for each stream beyond the first (scheduling, sampling and
+    # detokenising grow with the batch)
+    "seq_vllm_s": 50e-6,
     # CPU: fraction of the peak FP32 FLOP/s reached by prefill (matrix × matrix) and by
     # decode (matrix × vector: small models on few cores are bound by this, not by RAM)
     "cpu_flop_eff": 0.5,
@@ -120,6 +125,14 @@ class SpeedCase:
     experts: int = 0
     experts_per_token: int = 0
     expert_share: float = 0.0
+    #: The tensor-parallel ranks talk over a GPU fabric (NVLink, Infinity Fabric), not PCIe.
+    fabric: bool = False
+
+
+#: Sharpness of the bandwidth saturation: the rate one stream draws is the p-norm
+#: combination of (efficiency × peak) and the cap; large p approaches min(). Chosen by
+#: leave-one-source-out error (p = 1, 2, 3, 6 tried; docs/planner.md).
+SATURATION_P = 4.0
 
 
 def _gpu_rate(case: SpeedCase, bandwidth: float, p: dict[str, float]) -> float:
@@ -132,7 +145,8 @@ def _gpu_rate(case: SpeedCase, bandwidth: float, p: dict[str, float]) -> float:
     else:
         eff = p.get(f"bw_llamacpp_{case.backend}", p["bw_llamacpp_cuda"])
         cap = p.get(f"cap_llamacpp_{case.backend}_bps", p["cap_llamacpp_cuda_bps"])
-    return 1.0 / (1.0 / (eff * bandwidth) + 1.0 / cap)
+    sp = SATURATION_P
+    return float(((eff * bandwidth) ** -sp + cap**-sp) ** (-1 / sp))
 
 
 def _layer_cost(case: SpeedCase, p: dict[str, float]) -> float:
@@ -183,7 +197,10 @@ def decode_step_seconds(case: SpeedCase, p: dict[str, float]) -> float | None:
     fixed += case.moe_layers * p["moe_layer_s"]
     fixed += case.handoff_layers * p["handoff_s"]
     if case.tp > 1:
-        fixed += case.layers * p["allreduce_s"] * math.log2(case.tp)
+        ar = p["allreduce_fabric_s"] if case.fabric else p["allreduce_s"]
+        fixed += case.layers * ar * math.log2(case.tp)
+    if case.engine == "vllm" and n > 1:
+        fixed += (n - 1) * p["seq_vllm_s"]
     step = mem + cpu_compute + fixed
     if n > 1 and case.gpu_flops and case.backend != "cpu":
         gpu_share = 1.0 - sum(pl.flop_share for pl in case.places if pl.kind == "cpu")
