@@ -13,22 +13,27 @@
   readiness = the engine's /health (200 once the model is loaded);
 - a ClusterIP Service on port 8000.
 
-The images default to the engines' official ones by tag; pass `--image` to pin a digest
-or use a private registry (an air-gapped cluster mirrors them).
+Images are the engines' official ones (vLLM's tagged with the version the plan was made
+for), or the same paths in a private registry (`registry=`, an air-gapped cluster's
+mirror), or the user's own (`image=`). `pin_images` then replaces every tag with the
+digest the registry holds for it now (`toolkit.registry`), so the cluster runs exactly
+the image that was rendered for, not whatever the tag points at later.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from toolkit.errors import UsageError
 from toolkit.planner.types import Plan
+from toolkit.registry import mirror
 
-#: Official images (tags; `--image` pins a digest or a mirror).
+#: Official images (vLLM's tag is the plan's version when the plan names one).
 IMAGES = {
     "vllm": "vllm/vllm-openai:latest",
     "llamacpp": "ghcr.io/ggml-org/llama.cpp:server-cuda",
@@ -107,6 +112,7 @@ def render(
     key: str,
     storage_class: str | None = None,
     fetch: bool = True,
+    registry: str | None = None,
 ) -> Rendered:
     """Secret, PVC, Deployment and Service for a plan on one node."""
     gpu_devices = [d for d in plan.devices if not d.startswith("cpu")]
@@ -134,8 +140,17 @@ def render(
     if len(nodes) > 1:
         argv += ["--distributed-executor-backend", "ray"]
     engine = "vllm" if plan.engine == "vllm" else "llamacpp"
+    vllm_image = vllm_image_for(plan)
     if image is None:
-        image = IMAGES["llamacpp-cpu" if engine == "llamacpp" and not gpu_devices else engine]
+        image = (
+            vllm_image
+            if engine == "vllm"
+            else IMAGES["llamacpp-cpu" if not gpu_devices else "llamacpp"]
+        )
+        if registry:
+            image = mirror(image, registry)
+    if registry:
+        vllm_image = mirror(vllm_image, registry)
     env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     if engine == "vllm":
         env_list.append(
@@ -221,7 +236,7 @@ def render(
         init.append(
             {
                 "name": "fetch-model",
-                "image": IMAGES["vllm"],
+                "image": vllm_image,
                 "command": ["sh", "-c"],
                 "args": [
                     f'test -n "$(ls -A {model_dir} 2>/dev/null)" || '
@@ -374,6 +389,51 @@ def _leader_workers(
     objects += [lws, service]
     del plan, image, model_dir
     return Rendered(app, tuple(objects), key)
+
+
+def vllm_image_for(plan: Plan) -> str:
+    """vLLM's official image at the version the plan's memory was computed for (the argv
+    rendered here is for that version too); `latest` when the plan names none."""
+    version = plan.vllm.version if plan.vllm else None
+    if version and re.fullmatch(r"\d+\.\d+(\.\d+)*", version):
+        if version.count(".") == 1:
+            version += ".0"
+        return f"vllm/vllm-openai:v{version}"
+    return IMAGES["vllm"]
+
+
+def images(objects: tuple[dict[str, Any], ...]) -> list[str]:
+    """Every container image the objects name, in order, once each."""
+    seen: list[str] = []
+    for c in _containers(objects):
+        if c["image"] not in seen:
+            seen.append(c["image"])
+    return seen
+
+
+def pin_images(
+    objects: tuple[dict[str, Any], ...], resolve: Callable[[str], str]
+) -> tuple[dict[str, Any], ...]:
+    """The objects with every image replaced by `resolve(image)` (a digest-pinned ref);
+    each distinct image is resolved once."""
+    pinned = {ref: resolve(ref) for ref in images(objects)}
+    for c in _containers(objects):
+        c["image"] = pinned[c["image"]]
+    return objects
+
+
+def _containers(objects: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        templates = [spec.get("template")]
+        lws = spec.get("leaderWorkerTemplate")
+        if lws:
+            templates += [lws.get("leaderTemplate"), lws.get("workerTemplate")]
+        for t in templates:
+            pod = (t or {}).get("spec") or {}
+            out += pod.get("initContainers", []) + pod.get("containers", [])
+    return out
 
 
 def _repo(plan: Plan) -> str:

@@ -356,7 +356,18 @@ def k8s_group() -> None:
 @click.option("--plan-index", type=click.IntRange(1, 10_000), help="Plan N of a plan answer.")
 @click.option("--name", help="Object names (default: the variant id).")
 @click.option("--namespace", help="Namespace for every object.")
-@click.option("--image", help="Engine image (pin a digest, or a private registry's mirror).")
+@click.option("--image", help="Engine image instead of the official one (any registry).")
+@click.option(
+    "--registry",
+    metavar="HOST[:PORT][/PATH]",
+    help="Pull the official images from this mirror (an air-gapped cluster's registry).",
+)
+@click.option(
+    "--pin/--no-pin",
+    default=True,
+    show_default=True,
+    help="Replace each image tag with the digest the registry holds for it now.",
+)
 @click.option(
     "--key-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -376,6 +387,8 @@ def k8s_render(
     name: str | None,
     namespace: str | None,
     image: str | None,
+    registry: str | None,
+    pin: bool,
     key_file: Path | None,
     storage_class: str | None,
     no_fetch: bool,
@@ -385,13 +398,24 @@ def k8s_render(
     import os
 
     from toolkit import k8s, keys
+    from toolkit import registry as images
     from toolkit.api.runs import load_plan_file
 
     plan = load_plan_file(plan_file, plan_index)
+    if image is not None:
+        images.parse(image)  # a bad reference fails before anything is rendered
     key = keys.read_key(key_file) if key_file is not None else keys.new_key()
     rendered = k8s.render(plan, name=name, namespace=namespace, image=image, key=key,
-                          storage_class=storage_class, fetch=not no_fetch)  # fmt: skip
-    text = k8s.dump(rendered.objects)
+                          storage_class=storage_class, fetch=not no_fetch,
+                          registry=registry)  # fmt: skip
+    objects = rendered.objects
+    if pin:
+        objects = k8s.pin_images(objects, images.pin)
+    else:
+        tags = [i for i in k8s.images(objects) if "@" not in i]
+        if tags:
+            click.echo(f"note: images by tag, not digest: {', '.join(tags)}", err=True)
+    text = k8s.dump(objects)
     if output is None:
         click.echo(text, nl=False)
     else:
