@@ -210,16 +210,16 @@ def test_api_key_never_on_the_command_line(
     assert not any(SECRET in v for v in la.env.values())
     assert SECRET not in json.dumps(la.redacted())
     assert "--api-key" not in la.argv
-    # …yet the engine gets it: by file (llama-server, vLLM's key guard) or by environment
-    # at spawn time (llama-cpp-python).
+    # …yet the engine gets it, by file: llama-server's own, or the one deploy's key guard
+    # reads (vLLM, llama-cpp-python), whose engines' own single-key checks stay off.
     if engine.name == "llamacpp" and engine is not LLAMA_PY:
         assert Path(opt(la.argv, "--api-key-file")).read_text().strip() == SECRET
-    elif engine.name == "vllm":
-        keys_file = la.process_env({})["DEPLOY_API_KEYS_FILE"]
-        assert Path(keys_file).read_text().strip() == SECRET
-        assert "VLLM_API_KEY" not in la.process_env({})  # the guard checks, not vLLM
     else:
-        assert la.process_env({})["API_KEY"] == SECRET
+        env = la.process_env({})
+        assert Path(env["DEPLOY_API_KEYS_FILE"]).read_text().strip() == SECRET
+        assert "VLLM_API_KEY" not in env and "API_KEY" not in env
+        guard = Path(env["PYTHONPATH"]) / "deploy_vllm_guard.py"
+        assert guard in la.files and "RequireKey" in la.files[guard]
 
 
 @pytest.mark.parametrize("engine", [LLAMA, LLAMA_PY, VLLM_CPU])
@@ -262,7 +262,10 @@ def test_devices_are_pinned(tmp_path: Path) -> None:
 
 def test_python_fallback_argv(tmp_path: Path) -> None:
     la = launch(make_plan(kv_dtype="q8_0"), LLAMA_PY, tmp_path)
-    assert list(la.argv[:3]) == [str(LLAMA_PY.python), "-m", "llama_cpp.server"]
+    # llama_cpp.server, run by deploy's wrapper that adds the key guard to its app
+    assert list(la.argv[:3]) == [str(LLAMA_PY.python), "-m", "deploy_llamacpp_python"]
+    main = next(t for p, t in la.files.items() if p.name == "deploy_llamacpp_python.py")
+    assert 'run_module("llama_cpp.server"' in main and "add_middleware(RequireKey)" in main
     assert opt(la.argv, "--n_ctx") == "2048"
     assert opt(la.argv, "--n_threads") == "2"
     assert opt(la.argv, "--type_k") == "8"  # ggml type number of q8_0

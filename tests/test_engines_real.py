@@ -271,6 +271,11 @@ def test_llama_cpp_python_serves_the_launch(
         run_dir=tmp_path,
         serving=NONE,
     )
-    assert launch.secret_env == {"API_KEY": key_file}
+    # no single-key setting: deploy's guard (written into the run folder) checks the keys
+    assert launch.secret_env == {} and launch.env["DEPLOY_API_KEYS_FILE"] == str(key_file)
     for _ in start(launch, tmp_path / "server.log", timeout=120):
         assert_private_and_answers(launch)
+        # every path needs the key, not only /v1 (the server's own check covers /v1 only)
+        root = f"http://{launch.host}:{launch.port}"
+        assert httpx.get(f"{root}/docs", timeout=10).status_code == 401
+        assert httpx.get(f"{root}/openapi.json", timeout=10).status_code == 401

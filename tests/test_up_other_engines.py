@@ -55,6 +55,29 @@ def _exercise(name: str, home: Path, doc: dict[str, Any]) -> None:
     assert pids_in_group(doc["pid"]) == []
 
 
+def _team_keys_live(name: str, home: Path, doc: dict[str, Any]) -> None:
+    """A team's named key works at once on the running server, and stops working when
+    revoked, with no restart (deploy's guard reads the keys file again when it changes);
+    the run's own key keeps working, and paths outside /v1 need a key too."""
+    added = run("keys", "add", "alice")
+    assert added.exit_code == 0, added.stderr
+    alice = added.stdout.strip()
+    url = f"{doc['base_url']}/models"
+
+    def status(key: str, path: str = url) -> int:
+        return httpx.get(path, headers={"Authorization": f"Bearer {key}"}).status_code
+
+    assert status(alice) == 200
+    root = doc["base_url"].removesuffix("/v1")
+    assert httpx.get(f"{root}/docs").status_code == 401  # no key: not even the docs page
+    revoked = run("keys", "revoke", "alice")
+    assert revoked.exit_code == 0 and name in revoked.stdout, revoked.stdout
+    assert status(alice) == 401
+    assert status(read_key(home, name)) == 200
+    (row,) = json.loads(run("ps", "--json").stdout)
+    assert row["pid"] == doc["pid"]  # not restarted
+
+
 @pytest.mark.engine
 @pytest.mark.llamacpp_python
 def test_llamacpp_python_fallback(
@@ -65,6 +88,7 @@ def test_llamacpp_python_fallback(
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["engine"] == "llamacpp-python"
+    _team_keys_live("fallback", isolated_env, doc)
     _exercise("fallback", isolated_env, doc)
 
 
@@ -90,21 +114,5 @@ def test_vllm_cpu(
     assert doc["engine"] == "vllm"
     (row,) = json.loads(run("ps", "--json").stdout)
     assert row["engine_version"] == vllm_engine.version
-    # a team's named key works at once on the running vLLM, and stops working when
-    # revoked, with no restart (deploy's guard reads the keys file again when it changes)
-    added = run("keys", "add", "alice")
-    assert added.exit_code == 0, added.stderr
-    alice = added.stdout.strip()
-    url = f"{doc['base_url']}/models"
-
-    def status(key: str) -> int:
-        return httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code
-
-    assert status(alice) == 200
-    revoked = run("keys", "revoke", "alice")
-    assert revoked.exit_code == 0 and "vllm" in revoked.stdout, revoked.stdout
-    assert status(alice) == 401
-    assert status(read_key(isolated_env, "vllm")) == 200
-    (row,) = json.loads(run("ps", "--json").stdout)
-    assert row["pid"] == doc["pid"]  # not restarted
+    _team_keys_live("vllm", isolated_env, doc)
     _exercise("vllm", isolated_env, doc)

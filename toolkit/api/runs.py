@@ -472,12 +472,9 @@ def up(
     name = records.check_name(opts.name or default_name(plan))
     rdir = records.run_dir(name)
     key_file = keys.key_path(name)
-    # llama-server reads several keys from one file: the run's own and the named keys.
-    # llama-server and vLLM's key guard read several keys from one file: the run's own and
-    # the named keys (llama-cpp-python takes one key).
-    engine_keys = (
-        rdir / keys.ENGINE_KEYS_FILE if installed.name in ("llamacpp", "vllm") else key_file
-    )
+    # llama-server and deploy's key guard (vLLM, llama-cpp-python) read several keys from
+    # one file: the run's own and the named keys.
+    engine_keys = rdir / keys.ENGINE_KEYS_FILE
 
     from toolkit.engines.base import build_launch
 
@@ -929,12 +926,14 @@ def key_holders() -> list[str]:
 
 
 def refresh_keys() -> list[str]:
-    """Rewrite the key file of every running vLLM run (its guard reads the file again
-    when it changes): a named key added, rotated or revoked takes effect at once."""
+    """Rewrite the key file of every running vLLM and llama-cpp-python run (deploy's guard
+    reads the file again when it changes): a named key added, rotated or revoked takes
+    effect at once."""
     done = []
     for r in records.all_records():
         engine_keys = Path(r.run_dir) / keys.ENGINE_KEYS_FILE
-        if r.engine != "vllm" or not r.key_file or not engine_keys.exists():
+        live = r.engine in ("vllm", "llamacpp-python")
+        if not live or not r.key_file or not engine_keys.exists():
             continue
         if process.alive(r.pid, r.create_time):
             keys.write_engine_keys(Path(r.key_file), engine_keys)

@@ -10,12 +10,13 @@ from toolkit.cli.output import console, emit_json, json_option
 
 @click.group(name="keys")
 def keys_group() -> None:
-    """Named API keys, accepted by every llama-server and vLLM run beside the run's own key.
+    """Named API keys, accepted by every run (llama-server, llama-cpp-python, vLLM) beside
+    the run's own key.
 
     A key is shown once, when it is made; deploy keeps it in keys/team/NAME.key (mode
-    0600) and never puts it on a command line or in a log. vLLM runs take a change at
-    once; llama-server reads its keys when it starts, so revoke and rotate restart those
-    runs (--no-restart to leave them).
+    0600) and never puts it on a command line or in a log. vLLM and llama-cpp-python runs
+    take a change at once; llama-server reads its keys when it starts, so revoke and
+    rotate restart those runs (--no-restart to leave them).
     """
 
 
@@ -24,7 +25,8 @@ def _restart(restart: bool) -> None:
 
     refreshed = api.refresh_keys()
     if refreshed:
-        console().print(f"in force now for {', '.join(refreshed)} (vLLM reads keys live)")
+        names = ", ".join(refreshed)
+        console().print(f"in force now for {names} (their key guard reads keys live)")
     holders = api.key_holders()
     if not holders:
         return

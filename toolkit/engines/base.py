@@ -399,7 +399,7 @@ def build_launch(
     if installed.name == "llamacpp":
         launch = llamacpp.native_launch(plan, installed, **kw)
     elif installed.name == "llamacpp-python":
-        launch = llamacpp.python_launch(plan, installed, **kw)
+        launch = llamacpp.python_launch(plan, installed, run_dir=run_dir, **kw)
     else:
         launch = vllm.vllm_launch(plan, installed, run_dir=run_dir, **kw)
     env = dict(launch.env)

@@ -12,6 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from toolkit.engines import vllm_guard
 from toolkit.engines.base import (
     Backend,
     InstalledEngine,
@@ -259,6 +260,7 @@ def python_launch(
     online: bool,
     tls: TlsFiles | None,
     serving: RecipeServing,
+    run_dir: Path,
 ) -> Launch:
     reason = python_refusal(plan)
     if reason is not None:
@@ -272,7 +274,7 @@ def python_launch(
     argv: list[str] = [
         str(installed.python),
         "-m",
-        "llama_cpp.server",
+        vllm_guard.PYTHON_MAIN_MODULE,
         "--model",
         str(model_path),
         "--model_alias",
@@ -309,6 +311,12 @@ def python_launch(
     # no prefix), and its __main__ lets HOST/PORT override --host/--port: pin both.
     env["HOST"] = host
     env["PORT"] = str(port)
+    # The server's own check takes one key; deploy's guard (toolkit/engines/vllm_guard.py)
+    # takes the run's key and the team's from this file, read again when it changes, on
+    # every path. PYTHONPATH holds only the guard's two modules.
+    guard_dir = run_dir / "guard"
+    env["PYTHONPATH"] = str(guard_dir)
+    env[vllm_guard.KEYS_FILE_VAR] = str(api_key_file)
     notes: list[str] = []
     if serving.sampling is not None:
         notes.append("llama-cpp-python's server has no sampling-default flags; clients set them")
@@ -329,7 +337,9 @@ def python_launch(
         scheme="https" if tls else "http",
         health_path="/v1/models",
         ready_path="/v1/models",
-        # pydantic-settings: the API_KEY environment variable sets ServerSettings.api_key.
-        secret_env={"API_KEY": api_key_file},
         notes=tuple(notes),
+        files={
+            guard_dir / f"{vllm_guard.MODULE}.py": vllm_guard.SOURCE,
+            guard_dir / f"{vllm_guard.PYTHON_MAIN_MODULE}.py": vllm_guard.PYTHON_MAIN,
+        },
     )

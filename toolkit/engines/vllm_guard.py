@@ -1,4 +1,4 @@
-"""A key guard for vLLM's whole HTTP surface.
+"""A key guard for the whole HTTP surface of vLLM and of llama-cpp-python's server.
 
 vLLM's own API-key check covers only paths under /v1, /v2, /inference and /cohere
 (vllm/entrypoints/serve/middleware/authenticate.py, GUARDED_PREFIX); its SageMaker route
@@ -14,6 +14,10 @@ The keys: the file named by DEPLOY_API_KEYS_FILE, one per line (the run's own ke
 the team's named keys, as `deploy keys` writes it), read again whenever the file
 changes, so a revoked or rotated key stops working at once without a restart. Without
 that variable (a Kubernetes pod): the one key in VLLM_API_KEY.
+
+llama-cpp-python's server takes one key (its API_KEY setting) and has no middleware flag:
+deploy starts it through `PYTHON_MAIN`, a module that wraps the server's `create_app` so
+the app it builds carries the same guard, then runs `python -m llama_cpp.server` as usual.
 """
 
 from __future__ import annotations
@@ -108,4 +112,32 @@ class RequireKey:
         )
         await send({{"type": "http.response.body", "body": _BODY}})
         return None
+'''
+
+
+#: Module run instead of `llama_cpp.server` (`python -m deploy_llamacpp_python ARGS`).
+PYTHON_MAIN_MODULE = "deploy_llamacpp_python"
+
+PYTHON_MAIN = f'''"""llama-cpp-python's server with deploy's key guard (written by deploy; see
+toolkit/engines/vllm_guard.py): `llama_cpp.server.__main__` builds its app with
+`create_app`, which this module wraps to add the guard, then runs it with the same argv."""
+
+import runpy
+import sys
+
+import llama_cpp.server.app as _app
+from {MODULE} import RequireKey
+
+_create_app = _app.create_app
+
+
+def create_app(*args, **kwargs):
+    app = _create_app(*args, **kwargs)
+    app.add_middleware(RequireKey)
+    return app
+
+
+_app.create_app = create_app
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 '''
