@@ -45,10 +45,18 @@ class _Strict(BaseModel):
 
 
 class Lora(_Strict):
-    """A LoRA adapter in GGUF (llama.cpp's --lora / --lora-scaled)."""
+    """A LoRA adapter in GGUF (llama.cpp's --lora-scaled): a file, or an adapter of the
+    model's recipe by name (its file from the store)."""
 
-    path: str
+    path: str | None = None
+    adapter: str | None = None
     scale: Annotated[float, Field(ge=-4, le=4)] = 1.0
+
+    @model_validator(mode="after")
+    def _one(self) -> Lora:
+        if (self.path is None) == (self.adapter is None):
+            raise ValueError("give a LoRA's path or its recipe adapter name, not both")
+        return self
 
 
 class Tls(_Strict):
@@ -157,7 +165,9 @@ def load_stack(path: Path) -> Stack:
     fixed = []
     for m in stack.models:
         loras = tuple(
-            Lora(
+            lo
+            if lo.path is None
+            else Lora(
                 path=str((base / lo.path).resolve())
                 if not Path(lo.path).is_absolute()
                 else lo.path,

@@ -64,6 +64,12 @@ def _from_recipes(name: str) -> tuple[list[ModelInput], str | None]:
 
     cat = catalog()
     resolved = resolve(cat, name)
+    if resolved.adapter is not None:
+        base = resolved.entry.model.id
+        raise UsageError(
+            f"{name!r} is a LoRA adapter, not weights: plan its base model",
+            hint=f"deploy plan {base}; deploy up {base} --lora {resolved.adapter.name}",
+        )
     models = _recipe_inputs(cat, resolved.entries)
     if not models:
         why = "; ".join(r.reason for r in unplanned(cat, resolved.entries))

@@ -74,6 +74,9 @@ def model_document(entry: ModelEntry) -> dict[str, Any]:
             )
             vdoc["total_size"] = est
             vdoc["size_estimated"] = est is not None
+    for adoc, a in zip(body.get("adapters", []), m.adapters, strict=True):
+        adoc["id"] = f"{m.id}:{a.quant}"
+        adoc["total_size"] = a.as_variant().total_size()
     doc.update(body)
     if m.architecture is not None:
         doc["derived"] = {
@@ -87,7 +90,10 @@ def model_document(entry: ModelEntry) -> dict[str, Any]:
 def show_recipe(name: str) -> list[dict[str, Any]]:
     resolved = resolve(catalog(), name)
     docs = [model_document(e) for e in resolved.entries]
-    if resolved.variant is not None:
+    if resolved.adapter is not None:
+        docs[0]["variants"] = []
+        docs[0]["adapters"] = [a for a in docs[0]["adapters"] if a["name"] == resolved.adapter.name]
+    elif resolved.variant is not None:
         vid = resolved.variant_id
         docs[0]["variants"] = [v for v in docs[0]["variants"] if v["id"] == vid]
     return docs

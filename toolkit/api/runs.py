@@ -76,6 +76,11 @@ class UpOptions:
     ubatch: int | None = None
     #: rpc-server workers (host:port) whose devices take layers (llama.cpp RPC).
     rpc: tuple[str, ...] = ()
+    #: Recipe LoRA adapters to serve, `NAME` or `NAME=SCALE` (llama.cpp scale).
+    lora: tuple[str, ...] = ()
+    #: vLLM: adapter buffers planned for this rank and count (set from the adapters).
+    lora_rank: int | None = None
+    max_loras: int = 1
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,92 @@ def plan_value_problem(plan: Plan) -> str | None:
     return None
 
 
+def _adapter_specs(opts: UpOptions) -> list[tuple[str, float]]:
+    out = []
+    for spec in opts.lora:
+        name, eq, scale = spec.partition("=")
+        try:
+            value = float(scale) if eq else 1.0
+        except ValueError:
+            value = float("nan")
+        if not name or not -4 <= value <= 4:
+            raise UsageError(f"--lora {spec!r}: give NAME or NAME=SCALE (scale -4..4)")
+        out.append((name, value))
+    return out
+
+
+def _with_adapter_engine(model: str, opts: UpOptions) -> UpOptions:
+    """The engine the adapters' format needs (GGUF: llama.cpp, PEFT: vLLM, with its
+    adapter buffers planned for their largest rank)."""
+    from toolkit.api.store import adapter_files
+
+    adapters = [adapter_files(model, n)[1] for n, _ in _adapter_specs(opts)]
+    formats = {a.format for a in adapters}
+    if len(formats) > 1:
+        raise UsageError("--lora: GGUF adapters (llama.cpp) and PEFT adapters (vLLM) together")
+    engine = "llamacpp" if formats == {"gguf"} else "vllm"
+    if opts.engine not in (None, engine) and not (
+        engine == "llamacpp" and opts.engine == "llamacpp-python"
+    ):
+        raise UsageError(
+            f"--lora {adapters[0].name} is a {adapters[0].format} adapter, served by "
+            f"{engine}, not {opts.engine}",
+            hint=f"drop --engine {opts.engine}",
+        )
+    if opts.engine == "llamacpp-python":
+        raise UsageError(
+            "--lora: deploy serves adapters on llama-server and vLLM, not llama-cpp-python",
+            hint="deploy engines install llamacpp",
+        )
+    if engine == "llamacpp":
+        return replace(opts, engine=engine)
+    ranks = [a.rank for a in adapters]
+    if None in ranks:
+        raise UsageError(
+            f"adapter {adapters[ranks.index(None)].name!r} has no rank in its recipe: vLLM "
+            "cannot plan its buffers",
+            hint="deploy plan MODEL --lora-rank R, then deploy up --plan FILE -- --lora-modules",
+        )
+    return replace(
+        opts, engine=engine, lora_rank=max(r for r in ranks if r), max_loras=len(adapters)
+    )
+
+
+def adapter_args(plan: Plan, opts: UpOptions) -> tuple[str, ...]:
+    """Engine flags that load the recipe adapters of `opts.lora` from the store:
+    llama-server `--lora-scaled FILE:SCALE,…` (applied to every request unless a request
+    sends its own `lora` scales), vLLM `--lora-modules NAME=DIR …` (each adapter a model
+    name of its own, beside the base)."""
+    from toolkit.api.store import adapter_files
+
+    model = plan.model_id
+    loaded = [(adapter_files(model, n), scale) for n, scale in _adapter_specs(opts)]
+    if plan.engine == "vllm":
+        if plan.vllm is None or plan.vllm.lora is None:
+            raise UsageError(
+                "this vLLM plan has no LoRA buffers planned",
+                hint=f"deploy plan {model} --lora-rank R --json > plan.json; "
+                "deploy up --plan plan.json --lora NAME",
+            )
+        mods = []
+        for (_base, adapter, paths), _scale in loaded:
+            if adapter.format != "peft":
+                raise UsageError(f"adapter {adapter.name!r} is GGUF: vLLM loads PEFT adapters")
+            mods.append(f"{adapter.name}={paths[0].parent}")
+        return ("--lora-modules", *mods)
+    if plan.engine != "llamacpp" or opts.engine == "llamacpp-python":
+        raise UsageError("--lora: adapters are served on llama-server and vLLM")
+    files = []
+    for (_base, adapter, paths), scale in loaded:
+        if adapter.format != "gguf":
+            raise UsageError(
+                f"adapter {adapter.name!r} is PEFT: llama.cpp loads GGUF adapters",
+                hint="convert it with llama.cpp's convert_lora_to_gguf.py, or serve on vLLM",
+            )
+        files.append(f"{paths[0]}:{scale:g}")
+    return ("--lora-scaled", ",".join(files))
+
+
 def make_plan(model: str, opts: UpOptions) -> tuple[Plan, list[str]]:
     """The best plan for this machine now whose model files are HERE, and notes.
 
@@ -228,6 +319,8 @@ def make_plan(model: str, opts: UpOptions) -> tuple[Plan, list[str]]:
         variant=opts.variant,
         ubatch=opts.ubatch,
         all_gpus=bool(opts.rpc),
+        lora_rank=opts.lora_rank,
+        max_loras=opts.max_loras,
     )
     result = planner.make_plans(model, request, hw=hw)
     if opts.rpc:
@@ -431,9 +524,13 @@ def up(
     elif model is None:
         raise UsageError("give a MODEL or --plan FILE", hint="deploy up smollm2-135m")
     else:
+        if opts.lora:
+            opts = _with_adapter_engine(model, opts)
         plan, notes = make_plan(model, opts)
         for note in notes:
             say(note)
+    if opts.lora:
+        opts = replace(opts, engine_args=(*adapter_args(plan, opts), *opts.engine_args))
     warnings = security_warnings(opts)
     free = free_memory_now()
     if plan.llamacpp is not None and plan.llamacpp.rpc:

@@ -315,6 +315,24 @@ def render_preset(plan: StackPlan, sections: dict[str, dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _lora_file(alias: str, model: str, path: str | None, adapter: str | None) -> str:
+    """The GGUF file of a stack model's LoRA: its path, or its recipe adapter's file in
+    the store."""
+    if adapter is not None:
+        from toolkit.api.store import adapter_files
+
+        _base, found, paths = adapter_files(model, adapter)
+        if found.format != "gguf":
+            raise UsageError(
+                f"stack model {alias!r}: adapter {adapter!r} is PEFT; llama.cpp loads GGUF"
+            )
+        return str(paths[0])
+    assert path is not None
+    if not Path(path).is_file():
+        raise UsageError(f"stack model {alias!r}: no LoRA file {path}")
+    return path
+
+
 def model_section(
     entry: StackEntry, argv: tuple[str, ...], flags: frozenset[str]
 ) -> dict[str, str]:
@@ -329,10 +347,10 @@ def model_section(
         sec["embeddings"] = "true"
         sec.setdefault("pooling", "mean")
     if m.lora:
-        missing = [lo.path for lo in m.lora if not Path(lo.path).is_file()]
-        if missing:
-            raise UsageError(f"stack model {m.alias!r}: no LoRA file {missing[0]}")
-        sec["lora-scaled"] = ",".join(f"{lo.path}:{lo.scale:g}" for lo in m.lora)
+        files = [_lora_file(m.alias, m.model, lo.path, lo.adapter) for lo in m.lora]
+        sec["lora-scaled"] = ",".join(
+            f"{f}:{lo.scale:g}" for f, lo in zip(files, m.lora, strict=True)
+        )
     extra: list[str] = []
     for flag, value in m.engine_flags.items():
         extra.append(flag)

@@ -9,6 +9,7 @@ from typing import Any
 from toolkit.api.recipes import catalog
 from toolkit.catalog import Model, Variant, resolve, variant_id
 from toolkit.catalog.resolve import Resolved
+from toolkit.catalog.schema import Adapter
 from toolkit.errors import Conflict, IntegrityError, NotFound, UsageError
 from toolkit.store import records
 
@@ -26,6 +27,28 @@ def resolve_variant(name: str, quant: str | None = None) -> tuple[Model, Variant
             raise NotFound(f"{model.id} has no variants with weights")
         variant = model.variants[0]
     return model, variant
+
+
+def adapter_files(model: str, name: str) -> tuple[Model, Adapter, list[Path]]:
+    """A recipe adapter of MODEL and its files in the store (pulled or imported, so
+    verified against the recipe's hashes then). NotFound names the pull to run."""
+    from toolkit.catalog.resolve import find_adapter
+    from toolkit.store.locate import locate
+
+    resolved = resolve(catalog(), model)
+    if len(resolved.entries) != 1:
+        ids = ", ".join(e.model.id for e in resolved.entries)
+        raise UsageError(f"{model!r} names several models ({ids}): name one for --lora")
+    base = resolved.entry.model
+    adapter = find_adapter(base, name)
+    if adapter is None:
+        have = ", ".join(a.name for a in base.adapters) or "none"
+        raise NotFound(
+            f"{base.id} has no LoRA adapter {name!r} in its recipe (it has: {have})",
+            hint=f"deploy recipes show {base.id}",
+        )
+    paths = locate(base, adapter.as_variant())
+    return base, adapter, paths
 
 
 def _variant_ids(names: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from toolkit.catalog.loader import Catalog, ModelEntry
-from toolkit.catalog.schema import Variant, variant_id
+from toolkit.catalog.schema import Adapter, Model, Variant, variant_id
 from toolkit.errors import NotFound
 
 
@@ -35,6 +35,8 @@ class Resolved:
     entries: tuple[ModelEntry, ...]
     variant: Variant | None = None
     family: str | None = None
+    #: Set when the name is a LoRA adapter (`model:lora-NAME`); `variant` is its store form.
+    adapter: Adapter | None = None
 
     @property
     def entry(self) -> ModelEntry:
@@ -94,6 +96,12 @@ def _variant_by_quant(entry: ModelEntry, tag: str) -> Variant | None:
     return None
 
 
+def find_adapter(model: Model, tag: str) -> Adapter | None:
+    """The adapter a tag names: `lora-sql` (as in the variant id) or `sql`."""
+    want = normalize(tag).removeprefix("lora-")
+    return next((a for a in model.adapters if a.name == want), None)
+
+
 def resolve(catalog: Catalog, name: str) -> Resolved:
     """Resolve a name or raise NotFound with a suggestion."""
     index = _Index(catalog)
@@ -104,12 +112,20 @@ def resolve(catalog: Catalog, name: str) -> Resolved:
         base_hit = index.lookup(base)
         if base_hit is not None and base_hit[0] == "model":
             entry = catalog.models[base_hit[1]]
+            adapter = find_adapter(entry.model, tag) if tag.lower().startswith("lora-") else None
+            if adapter is not None:
+                return Resolved(name, (entry,), adapter.as_variant(), adapter=adapter)
             variant = _variant_by_quant(entry, tag)
             if variant is not None:
                 return Resolved(name, (entry,), variant)
             raise NotFound(
                 f"{entry.model.id} has no variant {tag!r}; it has: "
-                + ", ".join(entry.model.variant_ids()),
+                + ", ".join(
+                    [
+                        *entry.model.variant_ids(),
+                        *(f"{entry.model.id}:{a.quant}" for a in entry.model.adapters),
+                    ]
+                ),
                 hint=f"deploy recipes show {entry.model.id}",
             )
     if hit is None:

@@ -379,6 +379,65 @@ class Variant(_Frozen):
         return None
 
 
+class Adapter(_Frozen):
+    """A LoRA adapter made for this model. The store pulls, verifies, bundles and imports
+    it like a variant, as `MODEL:lora-NAME`; `deploy up MODEL --lora NAME` and a stack's
+    `lora: [{adapter: NAME}]` serve it beside the base weights (docs/serving.md)."""
+
+    name: str
+    repo: str
+    revision: str | None = None
+    #: gguf: one GGUF adapter file (llama.cpp's --lora); peft: the PEFT folder
+    #: (adapter_config.json + adapter_model.safetensors) vLLM loads with --lora-modules.
+    format: Literal["gguf", "peft"]
+    files: tuple[VariantFile, ...]
+    #: LoRA rank (vLLM plans its adapter buffers with --max-lora-rank).
+    rank: PositiveInt | None = None
+    note: str | None = None
+    source: str | list[str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(
+                f"adapter name {v!r} must be lowercase letters, digits, '.', '_' or '-'"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Adapter:
+        if self.repo.count("/") != 1:
+            raise ValueError(f"adapter repo {self.repo!r} must be owner/name")
+        names = [f.name for f in self.files]
+        if self.format == "gguf" and (len(names) != 1 or not names[0].endswith(".gguf")):
+            raise ValueError(f"a gguf adapter is one .gguf file, not {names}")
+        if self.format == "peft":
+            need = {"adapter_config.json", "adapter_model.safetensors"}
+            if not need <= {n.rsplit("/", 1)[-1] for n in names}:
+                raise ValueError(f"a peft adapter lists {sorted(need)} among its files")
+        return self
+
+    @property
+    def quant(self) -> str:
+        """Its tag in a variant id: `smollm2-135m:lora-sql`."""
+        return f"lora-{self.name}"
+
+    def as_variant(self) -> Variant:
+        """The adapter as the store sees it: files from a hub repo, pinned and hashed.
+        (`format` only steers how the store would pick files from a repo listing; an
+        adapter lists its files, so it picks nothing.)"""
+        return Variant(
+            quant=self.quant,
+            format="gguf" if self.format == "gguf" else "fp32",
+            repo=self.repo,
+            files=self.files,
+            revision=self.revision,
+            note=self.note,
+            source=self.source,
+        )
+
+
 class EngineServing(_Frozen):
     """Flags passed through under the engine's own names (`--tool-call-parser: qwen3_coder`).
 
@@ -461,6 +520,8 @@ class Model(_Frozen):
     #: default floor is 8192. With its reason.
     min_ctx: PositiveInt | None = None
     variants: tuple[Variant, ...] = ()
+    #: LoRA adapters made for this model (`MODEL:lora-NAME` in the store).
+    adapters: tuple[Adapter, ...] = ()
     serving: Serving = Field(default_factory=Serving)
     sampling: Sampling | None = None
     note: str | None = None
@@ -479,6 +540,12 @@ class Model(_Frozen):
     def _check(self) -> Model:
         if self.same_architecture_as == self.id:
             raise ValueError("same_architecture_as names the model itself")
+        names = [a.name for a in self.adapters]
+        if len(names) != len(set(names)):
+            raise ValueError(f"two adapters with one name: {sorted(names)}")
+        clash = {a.quant for a in self.adapters} & {v.quant for v in self.variants}
+        if clash:
+            raise ValueError(f"variant quant {sorted(clash)[0]!r} is an adapter's id")
         by_quant: dict[str, list[str]] = {}
         for v in self.variants:
             by_quant.setdefault(v.quant, []).append(v.uploader)

@@ -91,6 +91,11 @@ def show(name: str, as_json: bool) -> None:
             if v.get("size_estimated"):
                 size = f"~{size} est."
             table.add_row(v["id"], v["format"], repo, size)
+        for a in doc.get("adapters", []):
+            rank = f", rank {a['rank']}" if a.get("rank") else ""
+            table.add_row(
+                a["id"], f"LoRA {a['format']}{rank}", a["repo"], format_bytes(a.get("total_size"))
+            )
         out.print(table)
 
 

@@ -48,6 +48,12 @@ def _warn(message: str) -> None:
     "--rpc",
     help="llama.cpp RPC workers host:port[,…] (deploy rpc-worker) that take layers.",
 )
+@click.option(
+    "--lora",
+    multiple=True,
+    metavar="NAME[=SCALE]",
+    help="Serve a LoRA adapter from the model's recipe (deploy pull MODEL:lora-NAME first).",
+)
 @click.option("--name", help="Run name (default: the variant id).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port, 1-65535 (default: a free one).")
@@ -87,6 +93,11 @@ def up(
     if foreground:
         _stop_like_ctrl_c()
     if stack_file is not None:
+        if kw.pop("lora", ()):
+            raise UsageError(
+                "--lora is for one model; a stack names adapters per model",
+                hint="lora: [{adapter: NAME}] under the model in the stack file",
+            )
         if model is not None or engine_args:
             raise UsageError(
                 "give MODEL or -f FILE, not both",
@@ -110,6 +121,7 @@ def up(
         from toolkit.rpc import endpoints
 
         kw["rpc"] = endpoints(str(rpc_text))
+    kw["lora"] = tuple(kw.get("lora") or ())  # type: ignore[arg-type]
     opts = api.UpOptions(**kw, engine_args=tuple(engine_args))  # type: ignore[arg-type]
     err = console(stderr=True)
     with err.status("planning", spinner="dots") as status:
