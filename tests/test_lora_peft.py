@@ -2,8 +2,10 @@
 adapter_model.safetensors, random but fixed weights for SmolLM2's q_proj and v_proj),
 served two ways and chosen per request:
 
-- vLLM serves it as its own model name (`--lora-modules tuned=DIR`, memory planned with
-  `deploy plan --lora-rank 8`): `model: tuned` answers differently, the base does not move;
+- vLLM serves it as its own model name: named in a recipe (`adapters:`), pulled and
+  verified by the store from a loopback hub, started with `deploy up MODEL --lora tuned`
+  (`--lora-modules tuned=DIR`, buffers planned for rank 8): `model: tuned` answers
+  differently, the base does not move;
 - llama.cpp serves it after llama.cpp's own converter (convert_lora_to_gguf.py, from the
   same source deploy builds llama-server from) made a GGUF of it: per request, `"lora":
   [{"id": 0, "scale": 1}]` changes the answer and scale 0 gives the base's.
@@ -15,6 +17,7 @@ the prompt cache is reused across requests that select different adapters
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -25,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.clihelp import run
+from tests.hubserver import HubServer
 from tests.upfixtures import read_key
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.llamacpp]
@@ -58,6 +62,10 @@ save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "
 """
 
 QUESTION = [{"role": "user", "content": "Name a fruit."}]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _peft_adapter(vllm_engine: Any, base: Path, out: Path) -> Path:
@@ -101,32 +109,54 @@ def test_a_peft_adapter_on_vllm_and_on_llama_cpp_chosen_per_request(
     from openai import OpenAI
 
     adapter = _peft_adapter(vllm_engine, smollm2_safetensors, tmp_path / "peft")
-    # --- vLLM: the adapter is a model name of its own
-    plan_file = tmp_path / "plan.json"
-    planned = run("plan", str(smollm2_safetensors), "--engine", "vllm", "--ctx", "2048",
-                  "--lora-rank", "8", "--json")  # fmt: skip
-    assert planned.exit_code == 0, planned.stderr
-    plan_file.write_text(planned.stdout)
-    up = run("up", "--plan", str(plan_file), "--name", "vl", "--json", "--timeout", "900",
-             "--", "--lora-modules", f"tuned={adapter}")  # fmt: skip
-    assert up.exit_code == 0, up.stderr
-    doc = json.loads(up.stdout)
-    try:
-        client = OpenAI(base_url=doc["base_url"], api_key=read_key(isolated_env, "vl"),
-                        max_retries=2, timeout=300)  # fmt: skip
-        assert "tuned" in {m.id for m in client.models.list()}
+    # --- vLLM: the adapter named in a recipe, pulled and verified by the store from a
+    # loopback hub, served by `deploy up MODEL --lora NAME` as a model name of its own
+    files = {p.name: p for p in sorted(adapter.iterdir())}
+    listed = ", ".join(
+        f"{{name: {n}, size: {p.stat().st_size}, sha256: {_sha256(p)}}}" for n, p in files.items()
+    )
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "peft.yaml").write_text(
+        "schema_version: 1\nfamily: pefttest\nmodels:\n"
+        "  - id: pefttest-smol\n    name: PEFT test (SmolLM2-135M)\n    repo: test-org/Smol\n"
+        "    same_architecture_as: smollm2-135m\n    params: {total: 134515008}\n"
+        "    context: {native: 8192}\n"
+        "    variants: [{quant: bf16, format: bf16, repo: test-org/Smol-ST}]\n"
+        "    adapters:\n"
+        "      - {name: tuned, repo: test-org/Smol-Tuned, format: peft, rank: 8,\n"
+        f"         files: [{listed}]}}\n"
+    )
+    with HubServer() as hub, pytest.MonkeyPatch.context() as mp:
+        hub.add_repo("test-org/Smol-ST", {p.name: p for p in smollm2_safetensors.iterdir()})
+        hub.add_repo("test-org/Smol-Tuned", dict(files))
+        mp.setenv("HF_ENDPOINT", hub.endpoint)
+        mp.setenv("DEPLOY_RECIPES_PATH", str(recipes))
+        for vid in ("pefttest-smol:bf16", "pefttest-smol:lora-tuned"):
+            pulled = run("pull", vid, "-q")
+            assert pulled.exit_code == 0, pulled.stderr
+        up = run("up", "pefttest-smol", "--lora", "tuned", "--ctx", "2048", "--name", "vl",
+                 "--json", "--timeout", "900")  # fmt: skip
+        assert up.exit_code == 0, up.stderr
+        doc = json.loads(up.stdout)
+        try:
+            client = OpenAI(base_url=doc["base_url"], api_key=read_key(isolated_env, "vl"),
+                            max_retries=2, timeout=300)  # fmt: skip
+            assert "tuned" in {m.id for m in client.models.list()}
 
-        def ask(model: str) -> str:
-            reply = client.chat.completions.create(
-                model=model, messages=QUESTION, max_tokens=16, temperature=0
-            )
-            return reply.choices[0].message.content or ""
+            def ask(model: str) -> str:
+                reply = client.chat.completions.create(
+                    model=model, messages=QUESTION, max_tokens=16, temperature=0
+                )
+                return reply.choices[0].message.content or ""
 
-        base = ask(doc["served_model_name"])
-        assert ask("tuned") != base
-        assert ask(doc["served_model_name"]) == base
-    finally:
-        assert run("stop", "vl").exit_code == 0
+            base = ask(doc["served_model_name"])
+            assert ask("tuned") != base
+            assert ask(doc["served_model_name"]) == base
+            rec = json.loads(run("ps", "--json").stdout)[0]
+            assert rec["engine"] == "vllm", rec
+        finally:
+            assert run("stop", "vl").exit_code == 0
 
     # --- llama.cpp: the same adapter, converted by llama.cpp's own tool
     gguf = _to_gguf(vllm_engine, cached_engines, smollm2_safetensors, adapter, tmp_path)
