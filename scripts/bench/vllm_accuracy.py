@@ -6,7 +6,8 @@ Usage: .venv/bin/python scripts/bench/vllm_accuracy.py [--write-params]
 Reads tests/data/vllm_logs.yaml (every log with its URL, vLLM version and the figures
 the engine printed) and scores, leave-one-source-out (the fitted constants refitted
 without each source, then that source predicted):
-  weights       the planner's weights per rank vs "Model loading took"
+  weights       the planner's weights per rank vs "Model loading took" (the architecture
+                scaled to the recipe's published parameter count, as `deploy plan` does)
   overheads     activation + non-torch + graphs as charged (budget − logged weights −
                 logged KV) vs the model's terms
   available_kv  "Available KV cache memory", end to end with the predicted weights
@@ -46,7 +47,10 @@ def load(path: Path = DATA) -> tuple[list[vllm_fit.Case], dict[str, str]]:
     from toolkit.api.recipes import catalog
 
     archs = {}
+    params: dict[str, float] = {}
     for mid, entry in catalog().models.items():
+        if entry.model.params.total:
+            params[mid] = float(entry.model.params.total)
         arch = entry.model.architecture
         if arch is None and entry.model.same_architecture_as:
             arch = catalog().models[entry.model.same_architecture_as].model.architecture
@@ -55,7 +59,7 @@ def load(path: Path = DATA) -> tuple[list[vllm_fit.Case], dict[str, str]]:
     cases: list[vllm_fit.Case] = []
     skipped: dict[str, str] = {}
     for row in yaml.safe_load(path.read_text(encoding="utf-8"))["logs"]:
-        c = vllm_fit.to_case(row, archs)
+        c = vllm_fit.to_case(row, archs, params)
         if isinstance(c, str):
             skipped[row["id"]] = c
         else:

@@ -85,18 +85,26 @@ class Scored:
         return (self.predicted - self.logged) / self.logged if self.logged else math.inf
 
 
-def _weights(arch: Architecture, quant: str, tp: int) -> int | None:
+def _weights(
+    arch: Architecture, quant: str, tp: int, params_total: float | None = None
+) -> int | None:
     from toolkit.planner.quant import quant_info
     from toolkit.planner.weights import estimate_layout, vllm_padded
 
     info = quant_info(quant, quant)
     if info is None:
         return None
-    return vllm_padded(arch, estimate_layout(arch, info), info).total_bytes // tp
+    layout = estimate_layout(arch, info, params_total=params_total)
+    return vllm_padded(arch, layout, info).total_bytes // tp
 
 
-def to_case(row: Mapping[str, Any], archs: Mapping[str, Architecture]) -> Case | str:
-    """A log as the model's inputs, or why it cannot be used."""
+def to_case(
+    row: Mapping[str, Any],
+    archs: Mapping[str, Architecture],
+    params: Mapping[str, float] | None = None,
+) -> Case | str:
+    """A log as the model's inputs, or why it cannot be used. `params` gives the recipe's
+    published parameter count per model id, which the planner scales its estimate to."""
     version = vm.parse_version(row.get("vllm_version"))
     if version is None:
         return "no vLLM version"
@@ -110,7 +118,12 @@ def to_case(row: Mapping[str, Any], archs: Mapping[str, Architecture]) -> Case |
         shape = (int(row["layers"]), int(row["kv_heads"]), int(row["head_dim"]))
     if arch is None and shape is None:
         return "no architecture"
-    weights = _weights(arch, row["quant"], tp) if arch is not None and row.get("quant") else None
+    total_params = (params or {}).get(str(row.get("arch_of")))
+    weights = (
+        _weights(arch, row["quant"], tp, total_params)
+        if arch is not None and row.get("quant")
+        else None
+    )
     uses = tuple(
         row.get("use") or ("weights", "overheads", "available_kv", "kv_tokens", "activation")
     )
