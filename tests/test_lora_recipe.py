@@ -102,6 +102,50 @@ def test_recipe_adapters_are_listed_pulled_verified_and_not_planned(
     assert "sql" in missing.stderr
     bad_scale = run("up", "loratest-smol", "--lora", "sql=lots")
     assert bad_scale.exit_code == 2 and "NAME=SCALE" in bad_scale.stderr
+    local = tmp_path / "model.gguf"
+    local.write_bytes(b"GGUF")
+    a_file = run("up", str(local), "--lora", "sql")
+    assert (
+        a_file.exit_code == 2 and "is a file" in a_file.stderr and "--lora-scaled" in a_file.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("adapter", "why"),
+    [
+        ({"format": "gguf", "files": []}, "one .gguf file"),
+        ({"format": "gguf", "files": [{"name": "a.safetensors"}]}, "one .gguf file"),
+        ({"format": "peft", "files": [{"name": "adapter_model.safetensors"}]}, "adapter_config"),
+        ({"format": "gguf", "files": [{"name": "a.gguf"}], "name": "Bad Name"}, "lowercase"),
+        ({"format": "gguf", "files": [{"name": "a.gguf"}], "repo": "no-owner"}, "owner/name"),
+        ({"format": "gguf", "files": [{"name": "a.gguf", "sha256": "xyz"}]}, "64 lowercase hex"),
+        ({"format": "onnx", "files": [{"name": "a.gguf"}]}, "format"),
+    ],
+)
+def test_a_bad_adapter_entry_is_refused_with_its_reason(adapter: dict[str, Any], why: str) -> None:
+    from pydantic import ValidationError
+
+    from toolkit.catalog.schema import Adapter
+
+    entry = {"name": "sql", "repo": "org/sql-lora", **adapter}
+    with pytest.raises(ValidationError, match=why):
+        Adapter.model_validate(entry)
+
+
+def test_an_adapter_id_may_not_shadow_a_variant() -> None:
+    from pydantic import ValidationError
+
+    from toolkit.catalog.schema import Model
+
+    doc = {
+        "id": "m", "name": "M", "repo": "o/m", "params": {"total": 1e9},
+        "context": {"native": 4096},
+        "variants": [{"quant": "lora-sql", "format": "gguf", "repo": "o/m-gguf"}],
+        "adapters": [{"name": "sql", "repo": "o/sql", "format": "gguf",
+                      "files": [{"name": "sql.gguf"}]}],
+    }  # fmt: skip
+    with pytest.raises(ValidationError, match="is an adapter's id"):
+        Model.model_validate(doc)
 
 
 def test_an_adapter_travels_in_a_bundle(

@@ -35,6 +35,12 @@ def adapter_files(model: str, name: str) -> tuple[Model, Adapter, list[Path]]:
     from toolkit.catalog.resolve import find_adapter
     from toolkit.store.locate import locate
 
+    if Path(model).expanduser().exists() or model.endswith((".gguf", "/")):
+        raise UsageError(
+            f"--lora takes an adapter from a recipe model's `adapters:`; {model!r} is a file",
+            hint="for an adapter file: deploy up MODEL -- --lora-scaled FILE:SCALE (llama.cpp)"
+            " or -- --lora-modules NAME=DIR (vLLM)",
+        )
     resolved = resolve(catalog(), model)
     if len(resolved.entries) != 1:
         ids = ", ".join(e.model.id for e in resolved.entries)
