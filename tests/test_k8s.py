@@ -221,3 +221,12 @@ def test_image_references_are_read_as_registries_read_them(
     assert (r.host, r.repo, r.tag, r.api_host) == (host, repo, tag, api)
     assert registry.parse("ubuntu").api_repo == "library/ubuntu"
     assert registry.mirror(ref, "mirror.local:5000/base").startswith("mirror.local:5000/base/")
+
+
+@pytest.mark.parametrize("registry", ["", "a b", "https://mirror.local", "mirror:5000/UP", "-x"])
+def test_a_bad_registry_is_refused_before_anything_is_asked(tmp_path: Path, registry: str) -> None:
+    plan = _plan_file(tmp_path, *CASES["qwen3-coder-30b-a3b-fp8--1xh100"])
+    out = tmp_path / "m.yaml"
+    res = run("k8s", "render", str(plan), "--registry", registry, "-o", str(out))
+    assert res.exit_code == 2 and "--registry" in res.stderr and "host[:port]" in res.stderr
+    assert not out.exists()

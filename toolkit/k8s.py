@@ -140,6 +140,8 @@ def render(
     if len(nodes) > 1:
         argv += ["--distributed-executor-backend", "ray"]
     engine = "vllm" if plan.engine == "vllm" else "llamacpp"
+    if registry is not None:
+        mirror("vllm/vllm-openai", registry)  # a bad --registry fails before anything else
     vllm_image = vllm_image_for(plan)
     if image is None:
         image = (

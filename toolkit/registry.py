@@ -39,6 +39,7 @@ ACCEPT = ", ".join(
 )
 DOCKER_HUB = "registry-1.docker.io"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_MIRROR = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
 _LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d+)?$")
 
 
@@ -107,8 +108,11 @@ def mirror(ref: str, registry: str) -> str:
     (`ghcr.io/ggml-org/llama.cpp:server` → `mirror:5000/ggml-org/llama.cpp:server`)."""
     r = parse(ref)
     host = registry.strip().rstrip("/")
-    if not host or "://" in host:
-        raise UsageError(f"--registry {registry!r}: give a host[:port][/path], no scheme")
+    if "://" in host or not _MIRROR.fullmatch(host):
+        raise UsageError(
+            f"--registry {registry!r}: give a host[:port][/path], no scheme",
+            hint="e.g. --registry registry.internal:5000/mirror",
+        )
     return str(Ref(host, r.repo, r.tag, r.digest))
 
 
