@@ -372,3 +372,22 @@ def test_lora_buffers_are_planned_and_launched() -> None:
     assert argv[i + 1 : i + 5] == ["--max-loras", "4", "--max-lora-rank", "16"]
     bad = run("plan", "llama-3.1-8b", "--hw", hw, "--lora-rank", "12")
     assert bad.exit_code == 2 and "one of 1, 8, 16" in bad.stderr
+
+
+def test_vllm_loads_the_image_encoder_the_text_only_parameter_count_leaves_out() -> None:
+    """Gemma 3's recipes count the text model only (keras-hub's presets); vLLM loads the
+    SigLIP encoder too, for text-only use as well. Its parameters follow from the
+    config's vision_config: 419,816,304 for gemma-3-4b-it, which is the checkpoint's
+    4,300,079,472 less the 3,880,099,328 text-only preset and 64 extra vocab rows × 2,560.
+    A GGUF keeps the encoder in a separate mmproj file, so llama.cpp plans leave it out."""
+    from toolkit.api.recipes import catalog
+
+    arch = catalog().models["gemma-3-4b"].model.architecture
+    assert arch is not None and arch.vision is not None
+    assert arch.vision.params() == 4_300_079_472 - 3_880_099_328 - 64 * 2560
+    vllm = make_plans("gemma-3-4b:bf16", PlanRequest(engine="vllm"), hw="1xh100,ram=256G")
+    weights = vllm.plans[0].memory[0].weights_bytes
+    assert weights == pytest.approx(8.01 * GiB, rel=0.005)  # 7.23 GiB of text + 0.78
+    assert vllm.plans[0].download_bytes == pytest.approx(8.01 * GiB, rel=0.005)
+    gguf = make_plans("gemma-3-4b:q4_0", PlanRequest(engine="llamacpp"), hw="1xh100,ram=256G")
+    assert gguf.plans[0].download_bytes == 2526080992  # the GGUF's own size, no encoder

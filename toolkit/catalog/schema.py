@@ -241,6 +241,37 @@ class Context(_Frozen):
     source: str | None = None
 
 
+class VisionEncoder(_Frozen):
+    """The image encoder of a multimodal checkpoint, from its config's `vision_config`.
+
+    vLLM loads it even for text-only use; a GGUF keeps it in a separate mmproj file that
+    deploy does not load. Only where the recipe's parameter count leaves it out is it
+    added (`params.total` of the text model): `kind: siglip` is a SigLIP ViT (biased
+    linear layers and LayerNorms, a plain two-matrix MLP, a learned position per patch, no
+    pooling head) with a linear projection to the text model (`projector_out`)."""
+
+    kind: Literal["siglip"]
+    layers: Layers
+    hidden_size: Width
+    intermediate_size: Width
+    patch_size: PositiveInt
+    image_size: PositiveInt
+    #: Width of the text model the encoder's output is projected to.
+    projector_out: Width
+    source: str | list[str] | None = None
+
+    def params(self) -> int:
+        """Parameters of encoder and projection (google/gemma-3-4b-it: 419,816,304, its
+        4,300,079,472 total less the 3,880,099,328 text-only preset and 64 extra vocab
+        rows × 2,560)."""
+        h, i = self.hidden_size, self.intermediate_size
+        layer = 2 * 2 * h + 4 * (h * h + h) + (h * i + i) + (i * h + h)
+        patches = (self.image_size // self.patch_size) ** 2
+        embed = 3 * self.patch_size**2 * h + h + patches * h
+        projector = h * self.projector_out + h  # projection and the soft-embedding norm
+        return self.layers * layer + embed + 2 * h + projector
+
+
 class Architecture(_Frozen):
     """What the memory math needs. Names follow HF config.json meanings."""
 
@@ -260,6 +291,8 @@ class Architecture(_Frozen):
     index_head_dim: PositiveInt | None = None
     #: Multi-token-prediction layers (not cached unless speculative decoding uses them).
     mtp_layers: NonNegInt = 0
+    #: The image encoder vLLM loads beside a text model whose parameter count leaves it out.
+    vision: VisionEncoder | None = None
     source: str | list[str] | None = None
 
     def global_layer_indices(self) -> tuple[int, ...]:

@@ -30,7 +30,7 @@ from toolkit.planner.types import (
     Rejection,
     VllmSettings,
 )
-from toolkit.planner.weights import estimate_layout, vllm_padded
+from toolkit.planner.weights import estimate_layout, vllm_loaded
 
 GiB = 1024**3
 DEFAULT_CTX_CAP = 32768
@@ -81,7 +81,10 @@ def download_size(model: ModelInput, v: VariantInput) -> int | None:
     if info is None:
         return None
     layout = variant_layout(model, v, info)
-    return layout.total_bytes + layout.unloaded_bytes
+    # A checkpoint in the model's own repo layout carries its image encoder; a GGUF keeps
+    # it in a separate mmproj file.
+    vision = model.arch.vision.params() * 2 if model.arch.vision and v.format != "gguf" else 0
+    return layout.total_bytes + layout.unloaded_bytes + vision
 
 
 def _matches(v: VariantInput, req: PlanRequest) -> bool:
@@ -351,7 +354,12 @@ def _evaluate(
         if kv_dtype == "f32":
             return None, Rejection(v.id, engine, "vLLM on GPU has no f32 KV cache (bf16/f16, fp8)")
         verdict = next(vd for g, vd in gverdicts if vd.ok)
-        layout = vllm_padded(model.arch, variant_layout(model, v, info), info)
+        layout = vllm_loaded(
+            model.arch,
+            variant_layout(model, v, info),
+            info,
+            from_files=v.layout is not None or v.download_bytes is not None,
+        )
         found = search.vllm_search(model, v, layout, gpus, req, ctx, kv_dtype, notes)
         if isinstance(found, str):
             return None, Rejection(v.id, engine, found)

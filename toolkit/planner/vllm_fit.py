@@ -89,13 +89,13 @@ def _weights(
     arch: Architecture, quant: str, tp: int, params_total: float | None = None
 ) -> int | None:
     from toolkit.planner.quant import quant_info
-    from toolkit.planner.weights import estimate_layout, vllm_padded
+    from toolkit.planner.weights import estimate_layout, vllm_loaded
 
     info = quant_info(quant, quant)
     if info is None:
         return None
     layout = estimate_layout(arch, info, params_total=params_total)
-    return vllm_padded(arch, layout, info).total_bytes // tp
+    return vllm_loaded(arch, layout, info, from_files=False).total_bytes // tp
 
 
 def to_case(

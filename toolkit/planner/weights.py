@@ -9,8 +9,9 @@ output head at 16 bit in safetensors checkpoints (FP8/AWQ/GPTQ/MXFP4/NVFP4 keep 
 unquantised) and at the quant's bits in GGUF estimates. When the variant's download size
 is known, the layout is scaled to it.
 
-Planner-specific here: that scaling, MXFP4's experts-only quantisation, and vLLM's MXFP4
-padding (`vllm_padded`).
+Planner-specific here: that scaling, MXFP4's experts-only quantisation, vLLM's MXFP4
+padding (`vllm_padded`) and the image encoder vLLM loads beside a text model
+(`vllm_loaded`).
 """
 
 from __future__ import annotations
@@ -134,3 +135,19 @@ def vllm_padded(arch: Architecture, layout: WeightLayout, info: QuantInfo) -> We
         per_layer_bytes=per_layer,
         expert_bytes_per_layer=experts,
     )
+
+
+def vllm_loaded(
+    arch: Architecture, layout: WeightLayout, info: QuantInfo, *, from_files: bool
+) -> WeightLayout:
+    """What vLLM holds for the model: `vllm_padded`, plus the image encoder a multimodal
+    checkpoint carries (loaded for text-only use too, in 16 bit: quantised checkpoints
+    keep it unquantised) when the layout came from the text model's architecture rather
+    than from the checkpoint's own files, which already hold it."""
+    layout = vllm_padded(arch, layout, info)
+    if from_files or arch.vision is None:
+        return layout
+    extra = arch.vision.params() * 2
+    dtypes = dict(layout.dtype_bytes)
+    dtypes["bf16"] = dtypes.get("bf16", 0) + extra
+    return replace(layout, total_bytes=layout.total_bytes + extra, dtype_bytes=dtypes)
