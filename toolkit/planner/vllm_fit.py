@@ -69,6 +69,9 @@ class Case:
     flashinfer: bool | None = None
     #: For KV-token checks of models without a recipe.
     shape: tuple[int, int, int] | None = None
+    #: KV cache dtype: the model's when it runs in float32 (`--dtype float32`; vLLM's
+    #: kv_cache_dtype "auto" follows it), else bf16.
+    kv_dtype: str = "bf16"
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def to_case(
         uses=uses,
         flashinfer=row.get("flashinfer"),
         shape=shape,
+        kv_dtype="f32" if row.get("quant") == "fp32" else "bf16",
     )
 
 
@@ -159,7 +163,7 @@ def _terms(c: Case, weights: int, p: Mapping[str, float]) -> vm.VllmTerms:
         util=c.util,
         tp=c.tp,
         pp=1,
-        kv_dtype="bf16",
+        kv_dtype=c.kv_dtype,
         version=c.version,
         batched_tokens=c.mnbt,
         max_num_seqs=c.seqs,
@@ -174,7 +178,7 @@ def _terms(c: Case, weights: int, p: Mapping[str, float]) -> vm.VllmTerms:
 def _kv_tokens(c: Case, kv_bytes: int) -> int:
     """Tokens the version reports for a logged pool of kv_bytes."""
     if c.arch is not None:
-        layout = vm.kv_layout(c.arch, version=c.version, tp=c.tp, pp=1, kv_dtype="bf16")
+        layout = vm.kv_layout(c.arch, version=c.version, tp=c.tp, pp=1, kv_dtype=c.kv_dtype)
     else:
         assert c.shape is not None
         layers, kv_heads, head_dim = c.shape
