@@ -37,6 +37,7 @@ def _exercise(name: str, home: Path, doc: dict[str, Any]) -> None:
         model=model,
         messages=[{"role": "user", "content": "Count from one to five."}],
         max_tokens=16,
+        temperature=0,  # sampled, a short reply could end early
         stream=True,
     )
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
