@@ -140,19 +140,12 @@ def render(
     if len(nodes) > 1:
         argv += ["--distributed-executor-backend", "ray"]
     engine = "vllm" if plan.engine == "vllm" else "llamacpp"
-    if registry is not None:
-        mirror("vllm/vllm-openai", registry)  # a bad --registry fails before anything else
+    llama_image = IMAGES["llamacpp-cpu" if not gpu_devices else "llamacpp"]
     vllm_image = vllm_image_for(plan)
+    if registry is not None:  # a bad --registry fails here, before anything is asked
+        llama_image, vllm_image = mirror(llama_image, registry), mirror(vllm_image, registry)
     if image is None:
-        image = (
-            vllm_image
-            if engine == "vllm"
-            else IMAGES["llamacpp-cpu" if not gpu_devices else "llamacpp"]
-        )
-        if registry:
-            image = mirror(image, registry)
-    if registry:
-        vllm_image = mirror(vllm_image, registry)
+        image = vllm_image if engine == "vllm" else llama_image
     env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     if engine == "vllm":
         env_list.append(
