@@ -30,7 +30,7 @@ from toolkit.planner.types import (
     Rejection,
     VllmSettings,
 )
-from toolkit.planner.weights import estimate_layout, vllm_loaded
+from toolkit.planner.weights import estimate_layout, vision_bytes, vllm_loaded
 
 GiB = 1024**3
 DEFAULT_CTX_CAP = 32768
@@ -83,7 +83,7 @@ def download_size(model: ModelInput, v: VariantInput) -> int | None:
     layout = variant_layout(model, v, info)
     # A checkpoint in the model's own repo layout carries its image encoder; a GGUF keeps
     # it in a separate mmproj file.
-    vision = model.arch.vision.params() * 2 if model.arch.vision and v.format != "gguf" else 0
+    vision = vision_bytes(model.arch) if v.format != "gguf" else 0
     return layout.total_bytes + layout.unloaded_bytes + vision
 
 

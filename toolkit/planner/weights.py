@@ -137,6 +137,12 @@ def vllm_padded(arch: Architecture, layout: WeightLayout, info: QuantInfo) -> We
     )
 
 
+def vision_bytes(arch: Architecture) -> int:
+    """The image encoder of `arch.vision` as checkpoints store it and vLLM holds it: 16 bit
+    (quantised checkpoints keep it unquantised); 0 when the recipe names none."""
+    return arch.vision.params() * 2 if arch.vision is not None else 0
+
+
 def vllm_loaded(
     arch: Architecture, layout: WeightLayout, info: QuantInfo, *, from_files: bool
 ) -> WeightLayout:
@@ -147,7 +153,7 @@ def vllm_loaded(
     layout = vllm_padded(arch, layout, info)
     if from_files or arch.vision is None:
         return layout
-    extra = arch.vision.params() * 2
+    extra = vision_bytes(arch)
     dtypes = dict(layout.dtype_bytes)
     dtypes["bf16"] = dtypes.get("bf16", 0) + extra
     return replace(layout, total_bytes=layout.total_bytes + extra, dtype_bytes=dtypes)
