@@ -17,7 +17,7 @@ import pytest
 
 from tests.clihelp import run
 from tests.fabricate import write_lora_gguf
-from tests.upfixtures import read_key
+from tests.upfixtures import read_key, self_signed_cert
 
 pytestmark = [pytest.mark.engine, pytest.mark.llamacpp]
 
@@ -192,7 +192,7 @@ def test_mixed_stack_llama_cpp_and_vllm_behind_one_front_door(
     keys live (a named key works at once, and gets 401 once revoked, with no restart)."""
     from openai import OpenAI
 
-    cert = _self_signed(tmp_path)
+    cert, _key = self_signed_cert(tmp_path)
     f = _write(
         tmp_path / "deploy.yaml",
         "version: 1\nname: mixed\ntls: {cert: tls.crt, key: tls.key}\nmodels:\n"
@@ -254,24 +254,11 @@ def test_mixed_stack_llama_cpp_and_vllm_behind_one_front_door(
     assert group == []
 
 
-def _self_signed(folder: Path) -> Path:
-    import subprocess
-
-    cert, key = folder / "tls.crt", folder / "tls.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert
-
-
 def test_stack_over_tls(llama_server: Any, smollm2_gguf: Path, tmp_path: Path) -> None:
     """The router's own listener over HTTPS (--tls-cert/--tls-key override the file)."""
     from openai import OpenAI
 
-    cert = _self_signed(tmp_path)
+    cert, _key = self_signed_cert(tmp_path)
     f = _write(tmp_path / "deploy.yaml", f"name: sec\nmodels:\n  - {{alias: chat, model: "
                f"{smollm2_gguf}, ctx: 1024}}\n")  # fmt: skip
     res = run("up", "-f", str(f), "--tls-cert", str(cert), "--tls-key", str(tmp_path / "tls.key"),

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.clihelp import run
-from tests.upfixtures import LiveRun, deploy_env, pids_in_group, read_key
+from tests.upfixtures import LiveRun, deploy_env, pids_in_group, read_key, self_signed_cert
 from toolkit.api.plan import make_plans
 from toolkit.planner.types import PlanRequest
 
@@ -359,13 +359,7 @@ def test_tls_and_the_printed_snippets_work(
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: cannot make a self-signed certificate")
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_cert(tmp_path)
     res = run("up", str(smollm2_gguf), "--ctx", "512", "--name", "tls", "--tls-cert", str(cert),
               "--tls-key", str(key), "--llama-server", _binary(llama_server), "--json")  # fmt: skip
     assert res.exit_code == 0, res.stderr

@@ -79,3 +79,18 @@ def pids_in_group(pgid: int) -> list[int]:
 
 def environ_without_engines() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "DEPLOY_ENGINES_DIR"}
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A one-day self-signed certificate for 127.0.0.1 and its key (tls.crt, tls.key in
+    `folder`), made with the openssl command."""
+    import subprocess
+
+    cert, key = folder / "tls.crt", folder / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
