@@ -203,10 +203,16 @@ def test_weights_and_kv_tokens_against_the_logs() -> None:
     assert len(weights) >= 20 and len(tokens) >= 20
     errors = sorted(abs(s.rel_error) for s in weights)
     assert errors[len(errors) // 2] <= 0.03, [(s.id, s.rel_error) for s in weights]
-    # Text-only checkpoints at TP 1 within 3 %; the vision towers and TP-sharded MXFP4 are
-    # what the rest misses (docs/planner.md, Accuracy).
+    # Text-only checkpoints at TP 1 within 3 %.
     tp1 = [s for s in text_only if "tp2" not in s.id and "tp4" not in s.id]
     assert max(abs(s.rel_error) for s in tp1) <= 0.03, [(s.id, s.rel_error) for s in tp1]
+    # So is every other log (Llama 4 Scout with its 2.5 GiB rotary table, gpt-oss on A100s
+    # with Marlin's padding) but Gemma 3 4B (0.5 GiB more than weights, encoder and table;
+    # unexplained) and MXFP4 split over H100s (the Triton path's swizzle padding):
+    # docs/planner.md, Accuracy.
+    open_cases = ("gemma-3-4b", "gpt-oss-20b-h100-tp2")
+    rest = [s for s in weights if not s.id.startswith(open_cases)]
+    assert max(abs(s.rel_error) for s in rest) <= 0.03, [(s.id, s.rel_error) for s in rest]
     assert max(abs(s.rel_error) for s in tokens) <= 0.02, [(s.id, s.rel_error) for s in tokens]
 
 
@@ -387,7 +393,51 @@ def test_vllm_loads_the_image_encoder_the_text_only_parameter_count_leaves_out()
     assert arch.vision.params() == 4_300_079_472 - 3_880_099_328 - 64 * 2560
     vllm = make_plans("gemma-3-4b:bf16", PlanRequest(engine="vllm"), hw="1xh100,ram=256G")
     weights = vllm.plans[0].memory[0].weights_bytes
-    assert weights == pytest.approx(8.01 * GiB, rel=0.005)  # 7.23 GiB of text + 0.78
+    # 7.23 GiB of text + 0.78 of encoder + the 64 MiB rotary table (131,072 × 256 × 2 B)
+    assert weights == pytest.approx(8.07 * GiB, rel=0.005)
     assert vllm.plans[0].download_bytes == pytest.approx(8.01 * GiB, rel=0.005)
     gguf = make_plans("gemma-3-4b:q4_0", PlanRequest(engine="llamacpp"), hw="1xh100,ram=256G")
     assert gguf.plans[0].download_bytes == 2526080992  # the GGUF's own size, no encoder
+
+
+def test_every_rank_holds_the_rotary_table_of_the_whole_native_context() -> None:
+    """vLLM builds cos/sin for every position up to max_position_embeddings at load time
+    and keeps it on each rank. Llama 4 Scout (10,485,760 positions × 128 × 2 B = 2.5 GiB):
+    'Model loading took 53.12 GiB' per rank at TP 4 on H100s (vLLM 0.19, llm-d-planner
+    accuracy logs), where its weights alone are 50.8 GiB."""
+    from toolkit.planner.weights import rope_cache_bytes
+
+    arch = _arch("llama-4-scout")
+    assert rope_cache_bytes(arch, 10_485_760) == 10_485_760 * 128 * 2
+    assert rope_cache_bytes(_arch("deepseek-r1"), 163_840) == 163_840 * 64 * 2  # MLA rope dim
+    assert rope_cache_bytes(arch, 0) == 0
+
+    def per_rank(tp: int) -> int:
+        req = PlanRequest(engine="vllm", tp=tp, ctx=8192)
+        plan = make_plans("llama-4-scout:bf16", req, hw=f"{tp}xh200,ram=1T").plans[0]
+        return plan.memory[0].weights_bytes
+
+    assert per_rank(4) == pytest.approx(53.12 * GiB, rel=0.01)
+    # Not divided by TP: 4 ranks hold 4 tables, 2 ranks 2.
+    assert 4 * per_rank(4) - 2 * per_rank(2) == pytest.approx(2 * 2.5 * GiB, rel=0.001)
+
+
+@pytest.mark.parametrize(
+    ("hw", "per_rank_gib"),
+    [
+        # 'Model loading took 17.22 GiB' (vLLM 0.10.1, gpt-oss-120b, TP 4 on A100 80GB:
+        # Marlin, "Your GPU does not have native support for FP4 computation")
+        ("4xa100,ram=512G", 17.22),
+        # Hopper takes the Triton path: no Marlin padding (0.19 logs 13.64 GiB for the
+        # 20b at TP 1; the 120b at TP 4 is a quarter of its 64.6 GiB)
+        ("4xh100,ram=512G", 16.15),
+    ],
+)
+def test_marlin_pads_mxfp4_experts_per_rank(hw: str, per_rank_gib: float) -> None:
+    """Marlin needs n % 256 and k % 128: vLLM pads each rank's expert intermediate size
+    (2880 / 4 = 720 → 768) and the hidden size (2880 → 3072) on GPUs without native FP4
+    below Hopper."""
+    plan = make_plans(
+        "gpt-oss-120b:mxfp4@openai", PlanRequest(engine="vllm", tp=4, ctx=8192), hw=hw
+    ).plans[0]
+    assert plan.memory[0].weights_bytes == pytest.approx(per_rank_gib * GiB, rel=0.01)

@@ -48,9 +48,11 @@ def load(path: Path = DATA) -> tuple[list[vllm_fit.Case], dict[str, str]]:
 
     archs = {}
     params: dict[str, float] = {}
+    positions: dict[str, int] = {}
     for mid, entry in catalog().models.items():
         if entry.model.params.total:
             params[mid] = float(entry.model.params.total)
+        positions[mid] = entry.model.context.native
         arch = entry.model.architecture
         if arch is None and entry.model.same_architecture_as:
             arch = catalog().models[entry.model.same_architecture_as].model.architecture
@@ -59,7 +61,7 @@ def load(path: Path = DATA) -> tuple[list[vllm_fit.Case], dict[str, str]]:
     cases: list[vllm_fit.Case] = []
     skipped: dict[str, str] = {}
     for row in yaml.safe_load(path.read_text(encoding="utf-8"))["logs"]:
-        c = vllm_fit.to_case(row, archs, params)
+        c = vllm_fit.to_case(row, archs, params, positions)
         if isinstance(c, str):
             skipped[row["id"]] = c
         else:

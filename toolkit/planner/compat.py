@@ -7,7 +7,8 @@
 - FP8: native W8A8 at cc ≥ 8.9 (Ada, Hopper, Blackwell); weight-only FP8 Marlin on Ampere
   (8.0–8.7); not below.
 - AWQ / GPTQ: Marlin kernels at cc ≥ 8.0; the older AWQ/GPTQ kernels at 7.5–7.9.
-- MXFP4: native at cc ≥ 10.0, Marlin weight-only at 8.0–9.x; AMD: ROCm.
+- MXFP4: native at cc ≥ 10.0; Triton kernels on Hopper (9.x: vLLM 0.19 logs "Using
+  'TRITON' Mxfp4 MoE backend" on an H100); Marlin weight-only at 8.0–8.9; AMD: ROCm.
 - NVFP4: Blackwell (cc ≥ 10.0).
 - vLLM CPU backend: bf16/fp16/fp32 checkpoints only, run as float32 unless compiled
   (bf16 without torch.compile gives wrong output on CPU: never planned).
@@ -38,6 +39,13 @@ def _cc(gpu: Gpu) -> float | None:
         return float(gpu.compute_capability)
     except ValueError:
         return None
+
+
+def mxfp4_marlin(gpu: Gpu) -> bool:
+    """vLLM runs MXFP4 MoE layers on this GPU through Marlin (weight-only: NVIDIA cc 8.x),
+    which pads the experts more than the other paths do."""
+    cc = _cc(gpu)
+    return cc is not None and 8.0 <= cc < 9.0
 
 
 def llamacpp_gpu(fmt: str, gpu: Gpu) -> Verdict:
@@ -98,6 +106,8 @@ def vllm_gpu(fmt: str, gpu: Gpu) -> Verdict:
     if fmt == "mxfp4":
         if cc >= 10.0:
             return Verdict(True, kernel="mxfp4 native (Blackwell)")
+        if cc >= 9.0:
+            return Verdict(True, kernel="mxfp4 triton kernels (Hopper)")
         if cc >= 8.0:
             return Verdict(True, kernel="mxfp4 marlin weight-only")
         return Verdict(False, reason=f"MXFP4 needs compute capability ≥ 8.0 ({cc})")

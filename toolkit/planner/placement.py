@@ -19,6 +19,7 @@ from toolkit.planner import memory as mem
 from toolkit.planner import vllm_memory as vm
 from toolkit.planner.speed import DEFAULT_RAM_BW, Part
 from toolkit.planner.types import DeviceMemory
+from toolkit.planner.weights import marlin_mxfp4_extra, rope_cache_bytes
 
 GiB = 1024**3
 MiB = 1024**2
@@ -455,11 +456,16 @@ def vllm_gpu(
     dp: int = 1,
     spec_tokens: int = 0,
     lora: tuple[int, int] | None = None,
+    max_position: int = 0,
+    mxfp4_marlin: bool = False,
 ) -> Evaluated:
     """vLLM on `tp × pp` GPUs, or `dp` data-parallel replicas of the attention with the
     experts spread over all of them (`dp > 1`, expert parallel, TP 1 each). With DP
     every rank holds the whole attention and its own KV pool, so one request's context
-    is what one rank's pool holds, and the replicas serve requests side by side."""
+    is what one rank's pool holds, and the replicas serve requests side by side.
+    `max_position` (the config's max_position_embeddings) sizes the rotary table every
+    rank holds beside its share of the weights; `mxfp4_marlin` adds the padding of the
+    Marlin MXFP4 MoE path (GPUs without native FP4 below Hopper)."""
     used = gpus[: tp * pp * dp]
     total = min(g.total_bytes for g in used)
     free = min(g.free_bytes for g in used)
@@ -471,6 +477,9 @@ def vllm_gpu(
         w_gpu = loaded - experts + -(-experts // dp)
     else:
         w_gpu = -(-loaded // (tp * pp))
+    w_gpu += rope_cache_bytes(arch, max_position)
+    if mxfp4_marlin and dp == 1:
+        w_gpu += marlin_mxfp4_extra(arch, layout, tp) // pp
     if lora is not None:
         w_gpu += lora_bytes(arch, rank=lora[1], max_loras=lora[0], tp=tp) // pp
     terms = vm.vllm_terms(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from toolkit.hardware.model import Gpu, Hardware
 from toolkit.inspect.layout import WeightLayout
-from toolkit.planner import placement
+from toolkit.planner import compat, placement
 from toolkit.planner import vllm_memory as vm
 from toolkit.planner.inputs import ModelInput, VariantInput
 from toolkit.planner.placement import Evaluated
@@ -287,6 +287,8 @@ def vllm_search(
             dp=dp,
             spec_tokens=req.spec_tokens or 0,
             lora=(req.max_loras, req.lora_rank) if req.lora_rank else None,
+            max_position=model.native_ctx,
+            mxfp4_marlin=v.format == "mxfp4" and compat.mxfp4_marlin(group[0]),
         )
 
     if req.spec_tokens and not model.arch.mtp_layers:

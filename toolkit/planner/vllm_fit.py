@@ -89,25 +89,60 @@ class Scored:
 
 
 def _weights(
-    arch: Architecture, quant: str, tp: int, params_total: float | None = None
+    arch: Architecture,
+    quant: str,
+    tp: int,
+    params_total: float | None = None,
+    max_position: int = 0,
+    gpu_name: str = "",
 ) -> int | None:
+    """What one rank holds after loading: its share of the weights (with the Marlin MXFP4
+    padding on GPUs that take that path) and the rotary table every rank keeps (in the
+    run's dtype: 4 bytes for an fp32 run)."""
     from toolkit.planner.quant import quant_info
-    from toolkit.planner.weights import estimate_layout, vllm_loaded
+    from toolkit.planner.weights import (
+        estimate_layout,
+        marlin_mxfp4_extra,
+        rope_cache_bytes,
+        vllm_loaded,
+    )
 
     info = quant_info(quant, quant)
     if info is None:
         return None
-    layout = estimate_layout(arch, info, params_total=params_total)
-    return vllm_loaded(arch, layout, info, from_files=False).total_bytes // tp
+    layout = vllm_loaded(
+        arch, estimate_layout(arch, info, params_total=params_total), info, from_files=False
+    )
+    share = layout.total_bytes // tp
+    if info.key == "mxfp4" and _marlin(gpu_name):
+        share += marlin_mxfp4_extra(arch, layout, tp)
+    return share + rope_cache_bytes(arch, max_position, 4 if quant == "fp32" else 2)
+
+
+def _marlin(gpu_name: str) -> bool:
+    """Whether vLLM runs MXFP4 through Marlin on the GPU a log names ("A100 80GB")."""
+    from toolkit.hardware.model import Gpu
+    from toolkit.hardware.specs import table
+    from toolkit.planner.compat import mxfp4_marlin
+
+    specs = table()
+    spec = specs.match_reported(gpu_name) or specs.get(gpu_name.replace("-", " ").split()[0])
+    if spec is None:
+        return False
+    gpu = Gpu(0, spec.name, spec.vendor, 0, 0, compute_capability=spec.compute_capability)
+    return mxfp4_marlin(gpu)
 
 
 def to_case(
     row: Mapping[str, Any],
     archs: Mapping[str, Architecture],
     params: Mapping[str, float] | None = None,
+    positions: Mapping[str, int] | None = None,
 ) -> Case | str:
     """A log as the model's inputs, or why it cannot be used. `params` gives the recipe's
-    published parameter count per model id, which the planner scales its estimate to."""
+    published parameter count per model id, which the planner scales its estimate to;
+    `positions` its native context (the config's max_position_embeddings), which sizes
+    the rotary table, as the planner does."""
     version = vm.parse_version(row.get("vllm_version"))
     if version is None:
         return "no vLLM version"
@@ -122,8 +157,9 @@ def to_case(
     if arch is None and shape is None:
         return "no architecture"
     total_params = (params or {}).get(str(row.get("arch_of")))
+    max_position = (positions or {}).get(str(row.get("arch_of")), 0)
     weights = (
-        _weights(arch, row["quant"], tp, total_params)
+        _weights(arch, row["quant"], tp, total_params, max_position, str(row.get("gpu") or ""))
         if arch is not None and row.get("quant")
         else None
     )

@@ -10,7 +10,8 @@ unquantised) and at the quant's bits in GGUF estimates. When the variant's downl
 is known, the layout is scaled to it.
 
 Planner-specific here: that scaling, MXFP4's experts-only quantisation, vLLM's MXFP4
-padding (`vllm_padded`) and the image encoder vLLM loads beside a text model
+padding (`vllm_padded`, and Marlin's per rank: `marlin_mxfp4_extra`), the rotary table
+every vLLM rank holds (`rope_cache_bytes`) and the image encoder vLLM loads beside a text model
 (`vllm_loaded`).
 """
 
@@ -137,10 +138,43 @@ def vllm_padded(arch: Architecture, layout: WeightLayout, info: QuantInfo) -> We
     )
 
 
+def marlin_mxfp4_extra(arch: Architecture, layout: WeightLayout, tp: int) -> int:
+    """Bytes per rank that vLLM's Marlin MXFP4 MoE path (GPUs without native FP4 below
+    Hopper: A100, RTX 30xx/40xx, L40S) holds beyond the `vllm_padded` layout. Marlin needs
+    n % 256 and k % 128 in both expert matrices, so vLLM pads each rank's expert
+    intermediate size up to a multiple of 128 and the hidden size up to a multiple of 256
+    (vllm/model_executor/layers/quantization/mxfp4.py, `Mxfp4MoEMethod.create_weights`,
+    the MARLIN branch): gpt-oss-120b at TP 4 on A100s, 720 → 768 and 2880 → 3072, 17.1 GiB
+    per rank against the 17.22 GiB vLLM 0.10.1 logged."""
+    if arch.moe is None:
+        return 0
+    inter, hidden = arch.moe.expert_intermediate_size, arch.hidden_size
+    part = -(-inter // tp)
+    marlin = (-(-part // 128) * 128) / part * (-(-hidden // 256) * 256) / hidden
+    padded = (-(-inter // 256) * 256) / inter  # what `vllm_padded` already counts
+    experts = sum(layout.expert_bytes_per_layer) / padded  # as the checkpoint stores them
+    return max(0, int(experts * (marlin - padded))) // tp
+
+
 def vision_bytes(arch: Architecture) -> int:
     """The image encoder of `arch.vision` as checkpoints store it and vLLM holds it: 16 bit
     (quantised checkpoints keep it unquantised); 0 when the recipe names none."""
     return arch.vision.params() * 2 if arch.vision is not None else 0
+
+
+def rope_cache_bytes(arch: Architecture, max_position: int, dtype_bytes: int = 2) -> int:
+    """The rotary-embedding table vLLM builds while it loads the model and keeps on every
+    GPU (a buffer, not sharded by tensor or pipeline parallelism): cos and sin for every
+    position up to the config's max_position_embeddings, `rotary_dim` values per position
+    in the model's dtype (vllm/model_executor/layers/rotary_embedding: `cos_sin_cache`,
+    `torch.cat((cos, sin), dim=-1)` over `arange(max_position_embeddings)`, cast to the
+    dtype; one table per distinct RoPE, shared by the layers). Negligible for most models
+    (Llama 3.1 8B: 32 MiB), but Llama 4 Scout's 10,485,760 positions make it 2.5 GiB, the
+    gap between its summed weights and the 53.12 GiB per GPU vLLM 0.19 logs at TP 4."""
+    if max_position <= 0:
+        return 0
+    rotary = arch.mla.qk_rope_head_dim if arch.mla is not None else arch.head_dim
+    return max_position * rotary * dtype_bytes
 
 
 def vllm_loaded(
