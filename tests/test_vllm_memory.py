@@ -423,21 +423,25 @@ def test_every_rank_holds_the_rotary_table_of_the_whole_native_context() -> None
 
 
 @pytest.mark.parametrize(
-    ("hw", "per_rank_gib"),
+    ("hw", "tp", "version", "per_rank_gib"),
     [
         # 'Model loading took 17.22 GiB' (vLLM 0.10.1, gpt-oss-120b, TP 4 on A100 80GB:
         # Marlin, "Your GPU does not have native support for FP4 computation")
-        ("4xa100,ram=512G", 17.22),
-        # Hopper takes the Triton path: no Marlin padding (0.19 logs 13.64 GiB for the
-        # 20b at TP 1; the 120b at TP 4 is a quarter of its 64.6 GiB)
-        ("4xh100,ram=512G", 16.15),
+        ("4xa100,ram=512G", 4, "0.10.1", 17.22),
+        ("4xa100,ram=512G", 4, None, 17.22),  # Ampere stays on Marlin
+        # Hopper before triton_kernels came with vLLM: Marlin too, 'Model loading took
+        # 65.9651 GiB' on one H100 (vllm-project/vllm#23278, #27508)
+        ("1xh100,ram=512G", 1, "0.11.0", 65.97),
+        # from 0.11.1 the Triton path, without Marlin's padding (0.14.1 logged 64.38 GiB)
+        ("1xh100,ram=512G", 1, None, 64.38),
     ],
 )
-def test_marlin_pads_mxfp4_experts_per_rank(hw: str, per_rank_gib: float) -> None:
+def test_marlin_pads_mxfp4_experts_per_rank(
+    hw: str, tp: int, version: str | None, per_rank_gib: float
+) -> None:
     """Marlin needs n % 256 and k % 128: vLLM pads each rank's expert intermediate size
-    (2880 / 4 = 720 → 768) and the hidden size (2880 → 3072) on GPUs without native FP4
-    below Hopper."""
-    plan = make_plans(
-        "gpt-oss-120b:mxfp4@openai", PlanRequest(engine="vllm", tp=4, ctx=8192), hw=hw
-    ).plans[0]
-    assert plan.memory[0].weights_bytes == pytest.approx(per_rank_gib * GiB, rel=0.01)
+    (2880 / 4 = 720 → 768) and the hidden size (2880 → 3072)."""
+    req = PlanRequest(engine="vllm", tp=tp, ctx=8192, vllm_version=version)
+    plan = make_plans("gpt-oss-120b:mxfp4@openai", req, hw=hw)
+    assert plan.plans, [r.reason for r in plan.rejections]
+    assert plan.plans[0].memory[0].weights_bytes == pytest.approx(per_rank_gib * GiB, rel=0.01)

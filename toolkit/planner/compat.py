@@ -7,8 +7,9 @@
 - FP8: native W8A8 at cc ≥ 8.9 (Ada, Hopper, Blackwell); weight-only FP8 Marlin on Ampere
   (8.0–8.7); not below.
 - AWQ / GPTQ: Marlin kernels at cc ≥ 8.0; the older AWQ/GPTQ kernels at 7.5–7.9.
-- MXFP4: native at cc ≥ 10.0; Triton kernels on Hopper (9.x: vLLM 0.19 logs "Using
-  'TRITON' Mxfp4 MoE backend" on an H100); Marlin weight-only at 8.0–8.9; AMD: ROCm.
+- MXFP4: native at cc ≥ 10.0; Triton kernels on Hopper from vLLM 0.11.1 (vLLM 0.19 logs
+  "Using 'TRITON' Mxfp4 MoE backend" on an H100), Marlin before; Marlin weight-only at
+  8.0–8.9; AMD: ROCm.
 - NVFP4: Blackwell (cc ≥ 10.0).
 - vLLM CPU backend: bf16/fp16/fp32 checkpoints only, run as float32 unless compiled
   (bf16 without torch.compile gives wrong output on CPU: never planned).
@@ -41,11 +42,23 @@ def _cc(gpu: Gpu) -> float | None:
         return None
 
 
-def mxfp4_marlin(gpu: Gpu) -> bool:
-    """vLLM runs MXFP4 MoE layers on this GPU through Marlin (weight-only: NVIDIA cc 8.x),
-    which pads the experts more than the other paths do."""
+#: First vLLM release that installs OpenAI's triton_kernels (vllm-project/vllm#27370,
+#: merged 2025-10-22), so that Hopper runs MXFP4 MoE layers on them; before, Hopper fell
+#: back to Marlin ("Your GPU does not have native support for FP4 computation", vLLM
+#: 0.10.1 on an H100 in vllm-project/vllm#23278).
+HOPPER_TRITON_MXFP4 = (0, 11, 1)
+
+
+def mxfp4_marlin(gpu: Gpu, version: tuple[int, ...] | None = None) -> bool:
+    """vLLM runs MXFP4 MoE layers on this GPU through Marlin (weight-only), which pads the
+    experts more than the other paths do: NVIDIA cc 8.x always, Hopper before vLLM
+    0.11.1 (`version` None: the newest)."""
     cc = _cc(gpu)
-    return cc is not None and 8.0 <= cc < 9.0
+    if cc is None:
+        return False
+    if 9.0 <= cc < 10.0:
+        return version is not None and tuple(version) < HOPPER_TRITON_MXFP4
+    return 8.0 <= cc < 9.0
 
 
 def llamacpp_gpu(fmt: str, gpu: Gpu) -> Verdict:

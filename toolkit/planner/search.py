@@ -288,7 +288,7 @@ def vllm_search(
             spec_tokens=req.spec_tokens or 0,
             lora=(req.max_loras, req.lora_rank) if req.lora_rank else None,
             max_position=model.native_ctx,
-            mxfp4_marlin=v.format == "mxfp4" and compat.mxfp4_marlin(group[0]),
+            mxfp4_marlin=v.format == "mxfp4" and compat.mxfp4_marlin(group[0], version),
         )
 
     if req.spec_tokens and not model.arch.mtp_layers:

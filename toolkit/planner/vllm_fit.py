@@ -95,6 +95,7 @@ def _weights(
     params_total: float | None = None,
     max_position: int = 0,
     gpu_name: str = "",
+    version: vm.Version | None = None,
 ) -> int | None:
     """What one rank holds after loading: its share of the weights (with the Marlin MXFP4
     padding on GPUs that take that path) and the rotary table every rank keeps (in the
@@ -114,13 +115,14 @@ def _weights(
         arch, estimate_layout(arch, info, params_total=params_total), info, from_files=False
     )
     share = layout.total_bytes // tp
-    if info.key == "mxfp4" and _marlin(gpu_name):
+    if info.key == "mxfp4" and _marlin(gpu_name, version):
         share += marlin_mxfp4_extra(arch, layout, tp)
     return share + rope_cache_bytes(arch, max_position, 4 if quant == "fp32" else 2)
 
 
-def _marlin(gpu_name: str) -> bool:
-    """Whether vLLM runs MXFP4 through Marlin on the GPU a log names ("A100 80GB")."""
+def _marlin(gpu_name: str, version: vm.Version | None) -> bool:
+    """Whether that vLLM version runs MXFP4 through Marlin on the GPU a log names
+    ("A100 80GB")."""
     from toolkit.hardware.model import Gpu
     from toolkit.hardware.specs import table
     from toolkit.planner.compat import mxfp4_marlin
@@ -130,7 +132,7 @@ def _marlin(gpu_name: str) -> bool:
     if spec is None:
         return False
     gpu = Gpu(0, spec.name, spec.vendor, 0, 0, compute_capability=spec.compute_capability)
-    return mxfp4_marlin(gpu)
+    return mxfp4_marlin(gpu, version)
 
 
 def to_case(
@@ -159,7 +161,9 @@ def to_case(
     total_params = (params or {}).get(str(row.get("arch_of")))
     max_position = (positions or {}).get(str(row.get("arch_of")), 0)
     weights = (
-        _weights(arch, row["quant"], tp, total_params, max_position, str(row.get("gpu") or ""))
+        _weights(
+            arch, row["quant"], tp, total_params, max_position, str(row.get("gpu") or ""), version
+        )
         if arch is not None and row.get("quant")
         else None
     )
