@@ -272,6 +272,19 @@ class VisionEncoder(_Frozen):
         return self.layers * layer + embed + 2 * h + projector
 
 
+class Rope(_Frozen):
+    """RoPE facts that size the rotary tables vLLM builds at load time (`cos_sin_cache`,
+    one per distinct RoPE, on every rank). Only what changes their size is recorded."""
+
+    #: config.json `rope_scaling: {rope_type: linear, factor}`: vLLM's table then covers
+    #: max_position_embeddings × factor positions (LinearScalingRotaryEmbedding).
+    linear_factor: PositiveFloat | None = None
+    #: The sliding-window layers' own base (`rope_local_base_freq`, Gemma 3): a second,
+    #: unscaled table of max_position_embeddings positions.
+    local_base: PositiveFloat | None = None
+    source: str | list[str] | None = None
+
+
 class Architecture(_Frozen):
     """What the memory math needs. Names follow HF config.json meanings."""
 
@@ -293,6 +306,9 @@ class Architecture(_Frozen):
     mtp_layers: NonNegInt = 0
     #: The image encoder vLLM loads beside a text model whose parameter count leaves it out.
     vision: VisionEncoder | None = None
+    #: RoPE scaling facts that change the size of vLLM's rotary tables (None: one table of
+    #: max_position_embeddings positions).
+    rope: Rope | None = None
     source: str | list[str] | None = None
 
     def global_layer_indices(self) -> tuple[int, ...]:

@@ -168,13 +168,21 @@ def rope_cache_bytes(arch: Architecture, max_position: int, dtype_bytes: int = 2
     position up to the config's max_position_embeddings, `rotary_dim` values per position
     in the model's dtype (vllm/model_executor/layers/rotary_embedding: `cos_sin_cache`,
     `torch.cat((cos, sin), dim=-1)` over `arange(max_position_embeddings)`, cast to the
-    dtype; one table per distinct RoPE, shared by the layers). Negligible for most models
-    (Llama 3.1 8B: 32 MiB), but Llama 4 Scout's 10,485,760 positions make it 2.5 GiB, the
-    gap between its summed weights and the 53.12 GiB per GPU vLLM 0.19 logs at TP 4."""
+    dtype; one table per distinct RoPE, shared by the layers). A linear RoPE scaling
+    multiplies the positions by its factor, and sliding layers with their own base add an
+    unscaled table (`arch.rope`). Negligible for most models (Llama 3.1 8B: 32 MiB), but
+    Llama 4 Scout's 10,485,760 positions make it 2.5 GiB, the gap between its summed
+    weights and the 53.12 GiB per GPU vLLM 0.19 logs at TP 4, and Gemma 3 4B's two tables
+    (131,072 × 8 global positions, 131,072 local) the 0.56 GiB it logs beyond its
+    weights."""
     if max_position <= 0:
         return 0
     rotary = arch.mla.qk_rope_head_dim if arch.mla is not None else arch.head_dim
-    return max_position * rotary * dtype_bytes
+    rope = arch.rope
+    positions = int(max_position * (rope.linear_factor or 1)) if rope else max_position
+    if rope is not None and rope.local_base is not None:
+        positions += max_position
+    return positions * rotary * dtype_bytes
 
 
 def vllm_loaded(
