@@ -88,6 +88,20 @@ def test_a_bigger_model_is_offered_at_a_shorter_context_before_it_is_rejected() 
     assert not any(r.variant_id == "qwen3-8b:bf16" for r in res.rejections)
 
 
+def test_a_shorter_context_keeps_a_slow_spill_on_the_gpu() -> None:
+    # Qwen3-32B Q4_K_M (18.4 GiB) on a 24 GB card: at 32K its KV pushes layers into RAM
+    # (~9 tok/s, below the 10 tok/s floor); at 16K it stays on the GPU, as guides run it.
+    best = make_plans("qwen3", hw="1xrtx4090,ram=64G", calibration=[]).plans[0]
+    assert best.variant_id == "qwen3-32b:q4_k_m" and best.placement == "gpu"
+    assert best.ctx == 16384 and best.ctx_lowered_from == 32768 and best.usable
+    assert best.notes[0].startswith("ctx lowered to 16,384 to stay above 10 tok/s (32,768 runs")
+    # An explicit --ctx is kept: the spill is planned, labelled slow.
+    req = PlanRequest(ctx=32768)
+    kept = make_plans("qwen3-32b:q4_k_m", req, hw="1xrtx4090,ram=64G", calibration=[]).plans[0]
+    assert kept.ctx == 32768 and kept.placement == "partial_offload" and not kept.usable
+    assert kept.ctx_lowered_from is None
+
+
 def test_unified_memory_is_counted_once_in_the_closest_option() -> None:
     res = make_plans("qwen3-235b-a22b", hw="m3-max:128G", calibration=[])
     assert not res.plans and res.closest is not None

@@ -446,17 +446,42 @@ def _evaluate_fitting(
     model: ModelInput, v: VariantInput, engine: Engine, hw: Hardware, req: PlanRequest
 ) -> tuple[Plan | None, Rejection | None]:
     """_evaluate; when memory is what rejects it, retry at shorter contexts down to the
-    context floor before giving up, and say so in the plan."""
+    context floor before giving up, and say so in the plan. A plan that fits only by
+    spilling to the CPU, below the speed floor, is likewise retried at shorter contexts
+    (when no --ctx was given) and replaced by the longest one that meets the floor: the
+    Qwen3-32B Q4_K_M on a 24 GB card that every guide runs at 16K on the GPU rather than
+    at 32K with layers in RAM."""
     plan, rej = _evaluate(model, v, engine, hw, req)
-    if plan is not None or rej is None or rej.needs_bytes is None or not req.lower_ctx:
+    if not req.lower_ctx:
         return plan, rej
     ctx = req.ctx or default_ctx(model.native_ctx)
-    for shorter in _shorter(ctx, floors(model, req).min_ctx):
+    floor = floors(model, req)
+    if plan is not None:
+        if req.ctx is not None or not _slow(plan, floor) or plan.placement == "cpu":
+            return plan, rej
+        for shorter in _shorter(ctx, floor.min_ctx):
+            p, _ = _evaluate(model, v, engine, hw, replace(req, ctx=shorter))
+            if p is not None and not _slow(p, floor):
+                tok = plan.speed.decode_tok_s or 0.0
+                note = (
+                    f"ctx lowered to {shorter:,} to stay above {floor.min_tok_s:g} tok/s "
+                    f"({ctx:,} runs {plan.placement} at ~{tok:.1f} tok/s)"
+                )
+                return replace(p, ctx_lowered_from=ctx, notes=(note, *p.notes)), None
+        return plan, rej
+    if rej is None or rej.needs_bytes is None:
+        return plan, rej
+    for shorter in _shorter(ctx, floor.min_ctx):
         p, _ = _evaluate(model, v, engine, hw, replace(req, ctx=shorter))
         if p is not None:
             note = f"ctx lowered to {shorter:,} to fit ({ctx:,} does not)"
             return replace(p, ctx_lowered_from=ctx, notes=(note, *p.notes)), None
     return None, rej
+
+
+def _slow(plan: Plan, floor: rank.Floors) -> bool:
+    tok = plan.speed.decode_tok_s
+    return tok is not None and tok < floor.min_tok_s
 
 
 def _with_floors(plan: Plan, model: ModelInput, req: PlanRequest) -> Plan:
