@@ -204,3 +204,31 @@ gpus:
 """
     with pytest.raises(ValueError, match="fabric must be nvlink or xgmi"):
         parse_table(text)
+
+
+def test_mla_layers_and_fp8_moe_have_their_own_terms() -> None:
+    """DeepSeek's latent attention costs vLLM more per layer than its bytes say, and FP8 in
+    MoE layers runs other kernels than dense FP8: one DeepSeek FP8 run no longer sets the
+    FP8 speed of every dense model."""
+    params = fitted().params
+    base = SpeedCase(engine="vllm", backend="cuda", places=(Place("gpu", 8e9, 1.0e12),), layers=32)
+    mla = SpeedCase(
+        engine="vllm", backend="cuda", places=(Place("gpu", 8e9, 1.0e12),), layers=32, mla_layers=32
+    )
+    plain, latent = decode_tok_s(base, params), decode_tok_s(mla, params)
+    assert plain and latent and latent[0] < plain[0]
+    # llama.cpp runs its own MLA path: no vLLM term there.
+    lcpp = decode_tok_s(SpeedCase(**{**base.__dict__, "engine": "llamacpp"}), params)
+    lcpp_mla = decode_tok_s(SpeedCase(**{**mla.__dict__, "engine": "llamacpp"}), params)
+    assert lcpp == lcpp_mla
+    dense = SpeedCase(**{**base.__dict__, "kernel": "fp8"})
+    moe = SpeedCase(**{**base.__dict__, "kernel": "fp8", "moe_layers": 32})
+    changed = {**params, "k_vllm_fp8_moe": params["k_vllm_fp8_moe"] / 2}
+    assert decode_tok_s(dense, changed) == decode_tok_s(dense, params)
+    assert decode_tok_s(moe, changed) != decode_tok_s(moe, params)
+    # In plans, a dense FP8 variant decodes faster than its BF16 twin (half the bytes).
+    best = {
+        p.variant_id: p.speed.decode_tok_s
+        for p in make_plans("qwen3-8b", PlanRequest(engine="vllm"), hw="1xrtx4090,ram=64G").plans
+    }
+    assert best["qwen3-8b:fp8"] > best["qwen3-8b:bf16"]

@@ -278,6 +278,7 @@ def speed_case(
         places=case_places(e.parts),
         layers=arch.layers,
         moe_layers=moe_layers,
+        mla_layers=arch.layers if arch.mla is not None else 0,
         handoff_layers=handoff,
         # Data parallel: each replica serves its share of the streams, and the experts'
         # all-to-all costs what a TP all-reduce over the same GPUs does.

@@ -175,6 +175,7 @@ def to_measurement(
         places=tuple(places),
         layers=layers,
         moe_layers=layers if moe else 0,
+        mla_layers=layers if model.get("mla") else 0,
         handoff_layers=handoff,
         tp=tp,
         concurrency=int(m.get("concurrency") or 1),

@@ -38,9 +38,12 @@ DEFAULTS: dict[str, float] = {
     "cap_llamacpp_cuda_bps": 2.0e12,
     "cap_llamacpp_metal_bps": 1.0e12,
     "cap_vllm_cuda_bps": 4.0e12,
-    # vLLM kernel classes relative to bf16 (Marlin int4, fp8, mxfp4/nvfp4)
+    # vLLM kernel classes relative to bf16 (Marlin int4, fp8, mxfp4/nvfp4); FP8 MoE layers
+    # run the fused-MoE block-FP8 kernels, a class of their own (dense FP8 runs
+    # scaled-mm GEMMs)
     "k_vllm_int4": 0.7,
     "k_vllm_fp8": 0.9,
+    "k_vllm_fp8_moe": 0.9,
     "k_vllm_fp4": 0.6,
     # seconds per layer per token
     "layer_llamacpp_gpu_s": 20e-6,
@@ -53,6 +56,9 @@ DEFAULTS: dict[str, float] = {
     "layer_vllm_cpu_s": 1000e-6,
     # extra seconds per MoE layer (routing, expert gather)
     "moe_layer_s": 10e-6,
+    # vLLM: extra seconds per multi-head-latent-attention layer (DeepSeek V2/V3, Kimi K2:
+    # the latent projections and the decoupled RoPE path are several more kernels a layer)
+    "mla_layer_vllm_s": 20e-6,
     # seconds per layer whose experts run on the CPU (GPU↔CPU hand-off)
     "handoff_s": 100e-6,
     # seconds per layer per token for the tensor-parallel all-reduce, over PCIe and over a
@@ -102,6 +108,8 @@ class SpeedCase:
     places: tuple[Place, ...]
     layers: int
     moe_layers: int = 0
+    #: Layers with multi-head latent attention (DeepSeek-style MLA).
+    mla_layers: int = 0
     #: Layers whose experts (or whole layer) run on the CPU while the rest is on a GPU.
     handoff_layers: int = 0
     tp: int = 1
@@ -140,6 +148,8 @@ def _gpu_rate(case: SpeedCase, bandwidth: float, p: dict[str, float]) -> float:
     if case.engine == "vllm":
         eff = p.get(f"bw_vllm_{case.backend}", p["bw_vllm_cuda"])
         k = {"int4": "k_vllm_int4", "fp8": "k_vllm_fp8", "fp4": "k_vllm_fp4"}.get(case.kernel)
+        if k == "k_vllm_fp8" and case.moe_layers:
+            k = "k_vllm_fp8_moe"
         eff *= p[k] if k else 1.0
         cap = p["cap_vllm_cuda_bps"]
     else:
@@ -195,6 +205,8 @@ def decode_step_seconds(case: SpeedCase, p: dict[str, float]) -> float | None:
     fixed = p["step_vllm_s"] if case.engine == "vllm" else p["step_llamacpp_s"]
     fixed += case.layers * _layer_cost(case, p)
     fixed += case.moe_layers * p["moe_layer_s"]
+    if case.engine == "vllm":
+        fixed += case.mla_layers * p["mla_layer_vllm_s"]
     fixed += case.handoff_layers * p["handoff_s"]
     if case.tp > 1:
         ar = p["allreduce_fabric_s"] if case.fabric else p["allreduce_s"]
