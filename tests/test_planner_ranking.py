@@ -77,15 +77,15 @@ def test_coder_recipes_raise_the_context_floor() -> None:
 
 
 def test_a_bigger_model_is_offered_at_a_shorter_context_before_it_is_rejected() -> None:
-    # Qwen3-8B in bf16 on vLLM: 32K of KV (144 KiB a token) does not fit a 24 GB card
-    # next to 15.3 GiB of weights; 16K does.
-    req = PlanRequest(engine="vllm")
-    res = make_plans("qwen3-8b:bf16", req, hw="1xrtx4090,ram=32G", calibration=[])
+    # Llama 3.1 8B in bf16 on vLLM: 64K of KV (128 KiB a token) does not fit a 24 GB card
+    # next to 15 GiB of weights; 32K does.
+    req = PlanRequest(engine="vllm", ctx=65536)
+    res = make_plans("llama-3.1-8b:bf16", req, hw="1xrtx4090,ram=32G", calibration=[])
     plan = res.plans[0]
-    assert plan.engine == "vllm" and plan.ctx_lowered_from == 32768 and plan.ctx == 16384
-    assert plan.max_ctx is not None and 16384 <= plan.max_ctx < 32768
+    assert plan.engine == "vllm" and plan.ctx_lowered_from == 65536 and plan.ctx == 32768
+    assert plan.max_ctx is not None and 32768 <= plan.max_ctx < 65536
     assert any(n.startswith(f"ctx lowered to {plan.ctx:,}") for n in plan.notes)
-    assert not any(r.variant_id == "qwen3-8b:bf16" for r in res.rejections)
+    assert not any(r.variant_id == "llama-3.1-8b:bf16" for r in res.rejections)
 
 
 def test_a_shorter_context_keeps_a_slow_spill_on_the_gpu() -> None:

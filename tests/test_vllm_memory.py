@@ -433,10 +433,10 @@ def test_every_rank_holds_the_rotary_table_of_the_whole_native_context() -> None
         # Marlin, "Your GPU does not have native support for FP4 computation")
         ("4xa100,ram=512G", 4, "0.10.1", 17.22),
         ("4xa100,ram=512G", 4, None, 17.22),  # Ampere stays on Marlin
-        # Hopper before triton_kernels came with vLLM: Marlin too, 'Model loading took
-        # 65.9651 GiB' on one H100 (vllm-project/vllm#23278, #27508)
+        # Hopper before triton_kernels came inside vLLM (0.12): Marlin too, 'Model loading
+        # took 65.9651 GiB' on one H100 (vllm-project/vllm#23278, #27508)
         ("1xh100,ram=512G", 1, "0.11.0", 65.97),
-        # from 0.11.1 the Triton path, without Marlin's padding (0.14.1 logged 64.38 GiB)
+        # from 0.12 the Triton path, without Marlin's padding (0.14.1 logged 64.38 GiB)
         ("1xh100,ram=512G", 1, None, 64.38),
     ],
 )
@@ -446,6 +446,8 @@ def test_marlin_pads_mxfp4_experts_per_rank(
     """Marlin needs n % 256 and k % 128: vLLM pads each rank's expert intermediate size
     (2880 / 4 = 720 → 768) and the hidden size (2880 → 3072)."""
     req = PlanRequest(engine="vllm", tp=tp, ctx=8192, vllm_version=version)
-    plan = make_plans("gpt-oss-120b:mxfp4@openai", req, hw=hw)
-    assert plan.plans, [r.reason for r in plan.rejections]
-    assert plan.plans[0].memory[0].weights_bytes == pytest.approx(per_rank_gib * GiB, rel=0.01)
+    res = make_plans("gpt-oss-120b:mxfp4@openai", req, hw=hw)
+    # At 0.9 utilization vLLM 0.11 has no room left on one H100 (#23278 logged -2.14 GiB of
+    # KV cache); the rejection still carries the per-GPU breakdown.
+    memory = res.plans[0].memory if res.plans else res.rejections[0].memory
+    assert memory[0].weights_bytes == pytest.approx(per_rank_gib * GiB, rel=0.01)

@@ -7,9 +7,10 @@
 - FP8: native W8A8 at cc ≥ 8.9 (Ada, Hopper, Blackwell); weight-only FP8 Marlin on Ampere
   (8.0–8.7); not below.
 - AWQ / GPTQ: Marlin kernels at cc ≥ 8.0; the older AWQ/GPTQ kernels at 7.5–7.9.
-- MXFP4: native at cc ≥ 10.0; Triton kernels on Hopper from vLLM 0.11.1 (vLLM 0.19 logs
-  "Using 'TRITON' Mxfp4 MoE backend" on an H100), Marlin before; Marlin weight-only at
-  8.0–8.9; AMD: ROCm.
+- MXFP4: native on datacenter Blackwell (cc 10.x); Triton kernels on Hopper from vLLM
+  0.12 (vLLM 0.19 logs "Using 'TRITON' Mxfp4 MoE backend" on an H100), Marlin before;
+  Marlin weight-only at 8.0–8.9 and on the other Blackwell parts (cc 11–12: RTX 50xx,
+  GB10, Thor; vllm-project/vllm#29339 keeps Triton to SM90 and SM100); AMD: ROCm.
 - NVFP4: Blackwell (cc ≥ 10.0).
 - vLLM CPU backend: bf16/fp16/fp32 checkpoints only, run as float32 unless compiled
   (bf16 without torch.compile gives wrong output on CPU: never planned).
@@ -42,23 +43,27 @@ def _cc(gpu: Gpu) -> float | None:
         return None
 
 
-#: First vLLM release that installs OpenAI's triton_kernels (vllm-project/vllm#27370,
-#: merged 2025-10-22), so that Hopper runs MXFP4 MoE layers on them; before, Hopper fell
-#: back to Marlin ("Your GPU does not have native support for FP4 computation", vLLM
-#: 0.10.1 on an H100 in vllm-project/vllm#23278).
-HOPPER_TRITON_MXFP4 = (0, 11, 1)
+#: First vLLM release that ships OpenAI's triton_kernels inside vLLM
+#: (vllm/third_party/triton_kernels, vllm-project/vllm#28788, merged 2025-11-18), so that
+#: Hopper runs MXFP4 MoE layers on them; before, Hopper fell back to Marlin ("Your GPU
+#: does not have native support for FP4 computation": vLLM 0.10.1 on an H100 in
+#: vllm-project/vllm#23278, and 65.9651 GiB of gpt-oss-120b weights logged by 0.11.0 and
+#: 0.11.2, the Marlin layout).
+HOPPER_TRITON_MXFP4 = (0, 12, 0)
 
 
 def mxfp4_marlin(gpu: Gpu, version: tuple[int, ...] | None = None) -> bool:
     """vLLM runs MXFP4 MoE layers on this GPU through Marlin (weight-only), which pads the
-    experts more than the other paths do: NVIDIA cc 8.x always, Hopper before vLLM
-    0.11.1 (`version` None: the newest)."""
+    experts more than the other paths do: NVIDIA cc 8.x, the Blackwell parts other than
+    SM100 (cc ≥ 11: Triton is kept to SM90 and SM100 by vllm-project/vllm#29339; a GB10
+    logs 13.72 GiB for gpt-oss-20b, the Marlin layout), and Hopper before vLLM 0.12
+    (`version` None: the newest)."""
     cc = _cc(gpu)
     if cc is None:
         return False
     if 9.0 <= cc < 10.0:
         return version is not None and tuple(version) < HOPPER_TRITON_MXFP4
-    return 8.0 <= cc < 9.0
+    return 8.0 <= cc < 9.0 or cc >= 11.0
 
 
 def llamacpp_gpu(fmt: str, gpu: Gpu) -> Verdict:
@@ -117,6 +122,8 @@ def vllm_gpu(fmt: str, gpu: Gpu) -> Verdict:
             return Verdict(True, kernel="int8 w8a8")
         return Verdict(False, reason=f"INT8 W8A8 needs compute capability ≥ 7.5 ({cc})")
     if fmt == "mxfp4":
+        if cc >= 11.0:
+            return Verdict(True, kernel="mxfp4 marlin weight-only (Triton is for SM90/SM100)")
         if cc >= 10.0:
             return Verdict(True, kernel="mxfp4 native (Blackwell)")
         if cc >= 9.0:

@@ -69,8 +69,8 @@ class Case:
     flashinfer: bool | None = None
     #: For KV-token checks of models without a recipe.
     shape: tuple[int, int, int] | None = None
-    #: KV cache dtype: the model's when it runs in float32 (`--dtype float32`; vLLM's
-    #: kv_cache_dtype "auto" follows it), else bf16.
+    #: KV cache dtype: the log's `kv_cache_dtype` (fp8), else the model's when it runs in
+    #: float32 (`--dtype float32`; vLLM's "auto" follows it), else bf16.
     kv_dtype: str = "bf16"
 
 
@@ -189,8 +189,14 @@ def to_case(
         uses=uses,
         flashinfer=row.get("flashinfer"),
         shape=shape,
-        kv_dtype="f32" if row.get("quant") == "fp32" else "bf16",
+        kv_dtype=_kv_dtype(row),
     )
+
+
+def _kv_dtype(row: Mapping[str, Any]) -> str:
+    if str(row.get("kv_cache_dtype") or "auto").startswith("fp8"):
+        return "fp8"
+    return "f32" if row.get("quant") == "fp32" else "bf16"
 
 
 def _terms(c: Case, weights: int, p: Mapping[str, float]) -> vm.VllmTerms:
