@@ -465,7 +465,7 @@ def vllm_gpu(
     is what one rank's pool holds, and the replicas serve requests side by side.
     `max_position` (the config's max_position_embeddings) sizes the rotary table every
     rank holds beside its share of the weights; `mxfp4_marlin` adds the padding of the
-    Marlin MXFP4 MoE path (GPUs without native FP4 below Hopper)."""
+    Marlin MXFP4 MoE path (`compat.mxfp4_marlin` says which GPUs and versions take it)."""
     used = gpus[: tp * pp * dp]
     total = min(g.total_bytes for g in used)
     free = min(g.free_bytes for g in used)
@@ -478,8 +478,13 @@ def vllm_gpu(
     else:
         w_gpu = -(-loaded // (tp * pp))
     w_gpu += rope_cache_bytes(arch, max_position)
-    if mxfp4_marlin and dp == 1:
-        w_gpu += marlin_mxfp4_extra(arch, layout, tp) // pp
+    if mxfp4_marlin:
+        # Expert parallel: each rank holds whole experts (TP 1), a dp-th of them.
+        w_gpu += (
+            marlin_mxfp4_extra(arch, layout, tp) // pp
+            if dp == 1
+            else (marlin_mxfp4_extra(arch, layout, 1) // dp)
+        )
     if lora is not None:
         w_gpu += lora_bytes(arch, rank=lora[1], max_loras=lora[0], tp=tp) // pp
     terms = vm.vllm_terms(

@@ -139,8 +139,9 @@ def vllm_padded(arch: Architecture, layout: WeightLayout, info: QuantInfo) -> We
 
 
 def marlin_mxfp4_extra(arch: Architecture, layout: WeightLayout, tp: int) -> int:
-    """Bytes per rank that vLLM's Marlin MXFP4 MoE path (GPUs without native FP4 below
-    Hopper: A100, RTX 30xx/40xx, L40S) holds beyond the `vllm_padded` layout. Marlin needs
+    """Bytes per rank that vLLM's Marlin MXFP4 MoE path (`compat.mxfp4_marlin`: A100, RTX
+    30xx/40xx, L40S, RTX 50xx, GB10, and Hopper before vLLM 0.12) holds beyond the
+    `vllm_padded` layout. Marlin needs
     n % 256 and k % 128 in both expert matrices, so vLLM pads each rank's expert
     intermediate size up to a multiple of 128 and the hidden size up to a multiple of 256
     (vllm/model_executor/layers/quantization/mxfp4.py, `Mxfp4MoEMethod.create_weights`,
