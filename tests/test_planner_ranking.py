@@ -102,6 +102,20 @@ def test_a_shorter_context_keeps_a_slow_spill_on_the_gpu() -> None:
     assert kept.ctx_lowered_from is None
 
 
+def test_when_nothing_is_usable_the_nearest_miss_comes_first() -> None:
+    # A 16-core CPU box at the assumed 51.2 GB/s: no Llama 3 plan reaches 10 tok/s. The 8B
+    # at 4-bit (~6 tok/s) is a usable compromise; the 70B at ~1 tok/s is not, however
+    # capable.
+    plans = make_plans("llama-3", hw="cpu,ram=64G,cores=16", calibration=[]).plans
+    assert plans and not any(p.usable for p in plans)
+    speeds = [p.speed.decode_tok_s or 0.0 for p in plans]
+    assert plans[0].model_id == "llama-3.1-8b" and speeds[0] == max(speeds)
+    assert plans[0].rank_reason.startswith("nearer the speed floor")
+    seventy = next(p for p in plans if p.model_id == "llama-3.3-70b")
+    assert (seventy.speed.decode_tok_s or 0) < 2 and plans.index(seventy) > 0
+    assert rank.shortfall(plans[0], 10.0) < rank.shortfall(seventy, 10.0)
+
+
 def test_unified_memory_is_counted_once_in_the_closest_option() -> None:
     res = make_plans("qwen3-235b-a22b", hw="m3-max:128G", calibration=[])
     assert not res.plans and res.closest is not None
@@ -243,3 +257,14 @@ def test_recipes_show_gives_every_variant_a_size() -> None:
     assert known["qwen3-coder-30b-a3b:bf16"]["size_estimated"]
     text = run("recipes", "show", "qwen3-coder-30b-a3b").stdout
     assert "est." in text
+
+
+def test_an_option_only_one_engine_has_implies_that_engine() -> None:
+    # Llama 3.1 8B has GGUF and safetensors variants: --tp is vLLM's, --ngl llama.cpp's.
+    hw = "2xrtx4090,ram=64G"
+    tp = make_plans("llama-3.1-8b", PlanRequest(tp=2), hw=hw, calibration=[]).plans
+    assert tp and {p.engine for p in tp} == {"vllm"}
+    ngl = make_plans("llama-3.1-8b", PlanRequest(ngl=20), hw=hw, calibration=[]).plans
+    assert ngl and {p.engine for p in ngl} == {"llamacpp"}
+    both = make_plans("llama-3.1-8b", PlanRequest(), hw=hw, calibration=[]).plans
+    assert {p.engine for p in both} == {"vllm", "llamacpp"}

@@ -485,6 +485,19 @@ def _slow(plan: Plan, floor: rank.Floors) -> bool:
     return tok is not None and tok < floor.min_tok_s
 
 
+def implied_engines(req: PlanRequest) -> list[Engine]:
+    """The engines to plan when no --engine was given: an option only one engine has
+    (--tp/--pp/--dp/--spec-tokens/--lora-rank: vLLM; --ngl/--n-cpu-moe: llama.cpp) says
+    which the user means, rather than being ignored by the other's plans."""
+    vllm = any(x is not None for x in (req.tp, req.pp, req.dp, req.spec_tokens, req.lora_rank))
+    llamacpp = req.ngl is not None or req.n_cpu_moe is not None
+    if vllm and not llamacpp:
+        return ["vllm"]
+    if llamacpp and not vllm:
+        return ["llamacpp"]
+    return ["llamacpp", "vllm"]
+
+
 def _with_floors(plan: Plan, model: ModelInput, req: PlanRequest) -> Plan:
     label = rank.usable_label(plan, floors(model, req))
     return replace(plan, usable=label is None, label=label)
@@ -501,7 +514,7 @@ def make_plans(
     plans: list[Plan] = []
     rejections: list[Rejection] = []
     info: dict[str, tuple[int, bool, str]] = {}
-    engines: list[Engine] = [req.engine] if req.engine else ["llamacpp", "vllm"]
+    engines: list[Engine] = [req.engine] if req.engine else implied_engines(req)
     for model in models:
         for v in model.variants:
             if not _matches(v, req):
@@ -528,7 +541,8 @@ def make_plans(
                     )
                 if rej is not None:
                     rejections.append(rej)
-    plans = rank.rank(plans, hw, req.prefer, info)
+    min_tok = req.min_tok_s if req.min_tok_s is not None else rank.DEFAULT_MIN_TOK_S
+    plans = rank.rank(plans, hw, req.prefer, info, min_tok)
     if plans and raise_apple_cap:
         plans[0] = _apple_cap(plans[0], models, hw, req, calibration, engine_versions)
     closest, suggestion = None, None

@@ -3,7 +3,8 @@
 Keys, most important first (`--prefer quality`, the default):
 
 1. usable: decode ≥ the speed floor and context ≥ the context floor; the rest are listed
-   after every usable plan, labelled "fits but slow" / "fits but short";
+   after every usable plan, labelled "fits but slow" / "fits but short", nearest miss
+   first (by halvings below the speed floor: 5.8 tok/s before 0.9 against 10);
 2. capability of the model (recipe `capability`, mapped onto the catalog's main scale;
    total parameters when unknown), so a distill never outranks its parent;
 3. quantization band: ≥ 4-bit, 3-bit, ≤ 2-bit (llama.cpp's KL-divergence tables: 4-bit
@@ -21,6 +22,7 @@ Pure: plans in, keys and one-line reasons out.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -148,9 +150,28 @@ class Keys:
     ctx: float
 
 
-def keys(plan: Plan, hw: Hardware, cls: int, upcast: bool, released: str = "") -> Keys:
+def shortfall(plan: Plan, min_tok_s: float) -> int:
+    """0 for a usable plan; else 1 + how many halvings its decode rate lies below the
+    speed floor beyond the first (a plan at 5.8 tok/s against a floor of 10 is 1, one at
+    0.9 tok/s is 4), so that when nothing meets the floors the nearest miss comes first."""
+    if plan.usable:
+        return 0
+    tok = plan.speed.decode_tok_s
+    if tok is None or tok <= 0 or tok >= min_tok_s:
+        return 1
+    return max(1, math.ceil(math.log2(min_tok_s / tok)))
+
+
+def keys(
+    plan: Plan,
+    hw: Hardware,
+    cls: int,
+    upcast: bool,
+    released: str = "",
+    min_tok_s: float = DEFAULT_MIN_TOK_S,
+) -> Keys:
     return Keys(
-        unusable=0 if plan.usable else 1,
+        unusable=shortfall(plan, min_tok_s),
         capability=plan.capability or 0.0,
         released=released,
         band=band(cls),
@@ -190,7 +211,9 @@ def _newest_first(date: str) -> str:
 def reason(a: Plan, ka: Keys, b: Plan, kb: Keys, prefer: str) -> str:
     """Why plan a ranks above plan b, in one line (the first key that differs)."""
     if ka.unusable != kb.unusable:
-        return f"meets the floors; the next is {b.label}"
+        if ka.unusable == 0:
+            return f"meets the floors; the next is {b.label}"
+        return f"nearer the speed floor: ~{ka.speed:.1f} vs ~{kb.speed:.1f} tok/s"
     speed = (ka.speed > kb.speed, f"faster: ~{ka.speed:.0f} vs ~{kb.speed:.0f} tok/s")
     ctx = (ka.ctx > kb.ctx, f"longer context: {ka.ctx:,.0f} vs {kb.ctx:,.0f} tokens")
     quality = [
@@ -234,10 +257,11 @@ def rank(
     hw: Hardware,
     prefer: str,
     info: dict[str, tuple[int, bool, str]],
+    min_tok_s: float = DEFAULT_MIN_TOK_S,
 ) -> list[Plan]:
     """Sort plans best first and fill each plan's rank_reason. `info` maps variant id →
-    (quality class, is upcast, release date)."""
-    keyed = [(p, keys(p, hw, *info[p.variant_id])) for p in plans]
+    (quality class, is upcast, release date); `min_tok_s` is the speed floor."""
+    keyed = [(p, keys(p, hw, *info[p.variant_id], min_tok_s=min_tok_s)) for p in plans]
     keyed.sort(key=lambda pk: order(pk[1], prefer))
     out: list[Plan] = []
     for i, (p, k) in enumerate(keyed):
