@@ -199,8 +199,10 @@ def test_cli_task_and_model_together_is_a_usage_error() -> None:
         ("mxfp4", "gguf", ("mxfp4",), "lossless"),
         ("nvfp4", "nvfp4", ("fp8",), "4-bit"),
         ("ud-q3_k_xl", "gguf", (), "3-bit"),
-        ("ud-iq1_s", "gguf", (), "<=2-bit"),
-        ("q2_k", "gguf", (), "<=2-bit"),
+        ("ud-iq1_s", "gguf", (), "1-bit"),
+        ("ud-tq1_0", "gguf", (), "1-bit"),
+        ("ud-iq2_xxs", "gguf", (), "2-bit"),
+        ("q2_k", "gguf", (), "2-bit"),
     ],
 )
 def test_quality_classes(quant: str, fmt: str, release: tuple[str, ...], cls: str) -> None:

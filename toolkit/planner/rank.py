@@ -7,8 +7,8 @@ Keys, most important first (`--prefer quality`, the default):
    first (by halvings below the speed floor: 5.8 tok/s before 0.9 against 10);
 2. capability of the model (recipe `capability`, mapped onto the catalog's main scale;
    total parameters when unknown), so a distill never outranks its parent;
-3. quantization band: ≥ 4-bit, 3-bit, ≤ 2-bit (llama.cpp's KL-divergence tables: 4-bit
-   K-quants and up stay close to the original, 3-bit and below degrade visibly);
+3. quantization band: ≥ 4-bit, 3-bit, 2-bit, 1-bit (llama.cpp's KL-divergence tables:
+   4-bit K-quants and up stay close to the original, 3-bit and below degrade visibly);
 4. fit to the box: everything on GPUs, then experts in RAM, then layers in RAM, then CPU;
    the engine that suits the GPUs (vLLM on datacenter GPUs, llama.cpp on consumer cards,
    Apple and CPUs);
@@ -36,7 +36,7 @@ DEFAULT_MIN_TOK_S = 10.0
 DEFAULT_MIN_CTX = 8192
 
 #: Quality classes, best first, with the words shown to users.
-CLASSES = ("lossless", "5-6-bit", "4-bit", "3-bit", "<=2-bit")
+CLASSES = ("lossless", "5-6-bit", "4-bit", "3-bit", "2-bit", "1-bit")
 _LOSSLESS_FORMATS = {"bf16", "fp16", "fp32", "f16", "f32", "fp8", "int8", "q8_0"}
 _GGUF_BITS = re.compile(r"(?:^|[-_])(?:i?q|tq)(\d)")
 
@@ -80,11 +80,13 @@ def quality_class(quant: str, fmt: str, release_formats: Sequence[str] = ()) -> 
         return 2
     if bits == 3:
         return 3
-    return 4
+    return 4 if bits == 2 else 5
 
 
 def band(cls: int) -> int:
-    """≥ 4-bit is one band (0), 3-bit (1), ≤ 2-bit (2)."""
+    """≥ 4-bit is one band (0), then 3-bit (1), 2-bit (2), 1-bit (3: IQ1_S/IQ1_M/TQ1_0,
+    1.56–1.75 bits per weight in llama-quantize's table, which unsloth itself rates
+    "Fair" against "Best" for its 2.5-bit DeepSeek-R1)."""
     return max(0, cls - 2)
 
 
