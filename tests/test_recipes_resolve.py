@@ -130,9 +130,9 @@ def test_nothing_close_points_to_list() -> None:
 
 
 def test_unknown_quant_lists_the_variants() -> None:
-    res = run("recipes", "show", "llama-4-scout:q4_k_m")
+    res = run("recipes", "show", "llama-4-scout:q3_k_s")
     assert res.exit_code == 4
-    assert "llama-4-scout has no variant 'q4_k_m'" in res.stderr
+    assert "llama-4-scout has no variant 'q3_k_s'" in res.stderr
     assert "llama-4-scout:fp8" in res.stderr
 
 
