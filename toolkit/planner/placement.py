@@ -19,7 +19,7 @@ from toolkit.planner import memory as mem
 from toolkit.planner import vllm_memory as vm
 from toolkit.planner.speed import DEFAULT_RAM_BW, Part
 from toolkit.planner.types import DeviceMemory
-from toolkit.planner.weights import marlin_mxfp4_extra, rope_cache_bytes
+from toolkit.planner.weights import vllm_rank_extra_bytes
 
 GiB = 1024**3
 MiB = 1024**2
@@ -477,14 +477,9 @@ def vllm_gpu(
         w_gpu = loaded - experts + -(-experts // dp)
     else:
         w_gpu = -(-loaded // (tp * pp))
-    w_gpu += rope_cache_bytes(arch, max_position)
-    if mxfp4_marlin:
-        # Expert parallel: each rank holds whole experts (TP 1), a dp-th of them.
-        w_gpu += (
-            marlin_mxfp4_extra(arch, layout, tp) // pp
-            if dp == 1
-            else (marlin_mxfp4_extra(arch, layout, 1) // dp)
-        )
+    w_gpu += vllm_rank_extra_bytes(
+        arch, layout, tp=tp, pp=pp, dp=dp, max_position=max_position, marlin=mxfp4_marlin
+    )
     if lora is not None:
         w_gpu += lora_bytes(arch, rank=lora[1], max_loras=lora[0], tp=tp) // pp
     terms = vm.vllm_terms(

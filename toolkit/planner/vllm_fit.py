@@ -101,12 +101,7 @@ def _weights(
     padding on GPUs that take that path) and the rotary table every rank keeps (in the
     run's dtype: 4 bytes for an fp32 run)."""
     from toolkit.planner.quant import quant_info
-    from toolkit.planner.weights import (
-        estimate_layout,
-        marlin_mxfp4_extra,
-        rope_cache_bytes,
-        vllm_loaded,
-    )
+    from toolkit.planner.weights import estimate_layout, vllm_loaded, vllm_rank_extra_bytes
 
     info = quant_info(quant, quant)
     if info is None:
@@ -114,10 +109,14 @@ def _weights(
     layout = vllm_loaded(
         arch, estimate_layout(arch, info, params_total=params_total), info, from_files=False
     )
-    share = layout.total_bytes // tp
-    if info.key == "mxfp4" and _marlin(gpu_name, version):
-        share += marlin_mxfp4_extra(arch, layout, tp)
-    return share + rope_cache_bytes(arch, max_position, 4 if quant == "fp32" else 2)
+    return layout.total_bytes // tp + vllm_rank_extra_bytes(
+        arch,
+        layout,
+        tp=tp,
+        max_position=max_position,
+        marlin=info.key == "mxfp4" and _marlin(gpu_name, version),
+        dtype_bytes=4 if quant == "fp32" else 2,
+    )
 
 
 def _marlin(gpu_name: str, version: vm.Version | None) -> bool:

@@ -141,12 +141,12 @@ def vllm_padded(arch: Architecture, layout: WeightLayout, info: QuantInfo) -> We
 def marlin_mxfp4_extra(arch: Architecture, layout: WeightLayout, tp: int) -> int:
     """Bytes per rank that vLLM's Marlin MXFP4 MoE path (`compat.mxfp4_marlin`: A100, RTX
     30xx/40xx, L40S, RTX 50xx, GB10, and Hopper before vLLM 0.12) holds beyond the
-    `vllm_padded` layout. Marlin needs
-    n % 256 and k % 128 in both expert matrices, so vLLM pads each rank's expert
-    intermediate size up to a multiple of 128 and the hidden size up to a multiple of 256
-    (vllm/model_executor/layers/quantization/mxfp4.py, `Mxfp4MoEMethod.create_weights`,
-    the MARLIN branch): gpt-oss-120b at TP 4 on A100s, 720 → 768 and 2880 → 3072, 17.1 GiB
-    per rank against the 17.22 GiB vLLM 0.10.1 logged."""
+    `vllm_padded` layout. Marlin needs n % 256 and k % 128 in both expert matrices, so vLLM
+    pads each rank's expert intermediate size up to a multiple of 128 and the hidden size
+    up to a multiple of 256 (vllm/model_executor/layers/quantization/mxfp4.py,
+    `Mxfp4MoEMethod.create_weights`, the MARLIN branch): gpt-oss-120b at TP 4 on A100s,
+    720 → 768 and 2880 → 3072, 17.1 GiB per rank against the 17.22 GiB vLLM 0.10.1
+    logged."""
     if arch.moe is None:
         return 0
     inter, hidden = arch.moe.expert_intermediate_size, arch.hidden_size
@@ -184,6 +184,30 @@ def rope_cache_bytes(arch: Architecture, max_position: int, dtype_bytes: int = 2
     if rope is not None and rope.local_base is not None:
         positions += max_position
     return positions * rotary * dtype_bytes
+
+
+def vllm_rank_extra_bytes(
+    arch: Architecture,
+    layout: WeightLayout,
+    *,
+    tp: int,
+    pp: int = 1,
+    dp: int = 1,
+    max_position: int,
+    marlin: bool,
+    dtype_bytes: int = 2,
+) -> int:
+    """What one vLLM rank holds beside its share of `layout` (the `vllm_loaded` one): the
+    rotary table every rank keeps whole, and, where MXFP4 runs through Marlin, that path's
+    padding of the rank's experts (with data-parallel expert ranks, whole experts at TP 1,
+    a dp-th of them each)."""
+    extra = rope_cache_bytes(arch, max_position, dtype_bytes)
+    if marlin:
+        if dp == 1:
+            extra += marlin_mxfp4_extra(arch, layout, tp) // pp
+        else:
+            extra += marlin_mxfp4_extra(arch, layout, 1) // dp
+    return extra
 
 
 def vllm_loaded(
