@@ -427,8 +427,12 @@ def floors(model: ModelInput, req: PlanRequest) -> rank.Floors:
     if req.ctx:
         min_ctx = min(min_ctx, req.ctx)
     min_ctx = min(min_ctx, model.native_ctx)
-    tok = req.min_tok_s if req.min_tok_s is not None else rank.DEFAULT_MIN_TOK_S
-    return rank.Floors(min_tok_s=tok, min_ctx=min_ctx)
+    return rank.Floors(min_tok_s=speed_floor(req), min_ctx=min_ctx)
+
+
+def speed_floor(req: PlanRequest) -> float:
+    """The speed floor (tok/s per stream): `--min-tok-s`, else the default."""
+    return req.min_tok_s if req.min_tok_s is not None else rank.DEFAULT_MIN_TOK_S
 
 
 def _shorter(ctx: int, floor: int) -> list[int]:
@@ -460,24 +464,23 @@ def _evaluate_fitting(
     if plan is not None:
         if req.ctx is not None or not _slow(plan, floor) or plan.placement == "cpu":
             return plan, rej
-        for shorter in _shorter(ctx, floor.min_ctx):
-            p, _ = _evaluate(model, v, engine, hw, replace(req, ctx=shorter))
-            if p is not None and not _slow(p, floor):
-                tok = plan.speed.decode_tok_s or 0.0
-                note = (
-                    f"ctx lowered to {shorter:,} to stay above {floor.min_tok_s:g} tok/s "
-                    f"({ctx:,} runs {plan.placement} at ~{tok:.1f} tok/s)"
-                )
-                return replace(p, ctx_lowered_from=ctx, notes=(note, *p.notes)), None
+        tok = plan.speed.decode_tok_s or 0.0
+        why = (
+            f"to stay above {floor.min_tok_s:g} tok/s "
+            f"({ctx:,} runs {plan.placement} at ~{tok:.1f} tok/s)"
+        )
+    elif rej is not None and rej.needs_bytes is not None:
+        why = f"to fit ({ctx:,} does not)"
+    else:
         return plan, rej
-    if rej is None or rej.needs_bytes is None:
-        return plan, rej
+    # A slow plan is replaced only by one that meets the speed floor; a rejection by any.
+    must_be_fast = plan is not None
     for shorter in _shorter(ctx, floor.min_ctx):
         p, _ = _evaluate(model, v, engine, hw, replace(req, ctx=shorter))
-        if p is not None:
-            note = f"ctx lowered to {shorter:,} to fit ({ctx:,} does not)"
+        if p is not None and not (must_be_fast and _slow(p, floor)):
+            note = f"ctx lowered to {shorter:,} {why}"
             return replace(p, ctx_lowered_from=ctx, notes=(note, *p.notes)), None
-    return None, rej
+    return plan, rej
 
 
 def _slow(plan: Plan, floor: rank.Floors) -> bool:
@@ -541,8 +544,7 @@ def make_plans(
                     )
                 if rej is not None:
                     rejections.append(rej)
-    min_tok = req.min_tok_s if req.min_tok_s is not None else rank.DEFAULT_MIN_TOK_S
-    plans = rank.rank(plans, hw, req.prefer, info, min_tok)
+    plans = rank.rank(plans, hw, req.prefer, info, speed_floor(req))
     if plans and raise_apple_cap:
         plans[0] = _apple_cap(plans[0], models, hw, req, calibration, engine_versions)
     closest, suggestion = None, None
