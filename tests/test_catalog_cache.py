@@ -169,3 +169,48 @@ def test_a_code_change_invalidates(
     monkeypatch.setattr(loader, "parse_recipe", counting)
     load_catalog([user_dir])
     assert calls  # rebuilt
+
+
+def test_memo_computes_once_across_processes_until_its_code_changes(
+    isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(settings.DEPLOY_CACHE_DIR, raising=False)
+    monkeypatch.setattr(filecache, "RACY_S", 0.0)
+    code = tmp_path / "code.py"
+    _write(code, "v1")
+    calls: list[int] = []
+
+    def compute() -> dict[str, int]:
+        calls.append(1)
+        return {"n": len(calls)}
+
+    assert filecache.memo("t", [code], ("a", 1), compute) == {"n": 1}
+    assert filecache.memo("t", [code], ("a", 1), compute) == {"n": 1}
+    monkeypatch.setattr(filecache, "_tables", {})  # as a new process sees it
+    assert filecache.memo("t", [code], ("a", 1), compute) == {"n": 1}
+    assert filecache.memo("t", [code], ("b", 1), compute) == {"n": 2}
+    monkeypatch.setattr(filecache, "_tables", {})
+    assert filecache.memo("t", [code], ("b", 1), compute) == {"n": 2}
+    assert len(calls) == 2
+
+    _write(code, "v2 changed", mtime=OLD + 10)
+    monkeypatch.setattr(filecache, "_tables", {})
+    assert filecache.memo("t", [code], ("a", 1), compute) == {"n": 3}
+
+    (isolated_env / "cache" / "t.pickle").write_bytes(b"junk")
+    monkeypatch.setattr(filecache, "_tables", {})
+    assert filecache.memo("t", [code], ("a", 1), compute) == {"n": 4}
+
+
+def test_memo_without_a_writable_cache_dir_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(settings.DEPLOY_CACHE_DIR, str(blocker / "cache"))
+    monkeypatch.setattr(filecache, "_tables", {})
+    code = tmp_path / "code.py"
+    _write(code, "v1")
+    assert filecache.memo("t", [code], "k", lambda: 7) == 7
+    monkeypatch.setattr(filecache, "_tables", {})
+    assert filecache.memo("t", [code], "k", lambda: 8) == 8

@@ -90,3 +90,18 @@ def test_plan_with_a_warm_catalog_cache_does_not_parse_recipes(
     assert second.returncode == 0, second.stderr
     assert json.loads(out.read_text()) == []
     assert json.loads(second.stdout) == json.loads(first.stdout)
+
+
+def test_plan_from_the_warm_caches_imports_neither_pydantic_nor_yaml(
+    tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recipes are validated (pydantic) and GPU specs parsed (PyYAML) once; later plans read
+    the compiled records and the remembered GGUF layouts."""
+    monkeypatch.delenv("DEPLOY_CACHE_DIR", raising=False)
+    args = ("plan", "qwen3-coder", "--hw", "1xrtx4090,ram=64G")
+    first = _modules(tmp_path, *args)
+    assert "pydantic" in first  # built the catalog
+    assert (isolated_env / "cache" / "gguf-layouts.pickle").is_file()
+    warm = _modules(tmp_path, *args)
+    assert sorted(warm.intersection({"pydantic", "yaml"})) == []
+    assert "toolkit" in warm

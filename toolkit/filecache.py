@@ -113,3 +113,32 @@ def cached(
     if path is not None and key is not None and not racy(key):
         write(path, key, built)
     return built
+
+
+#: Tables of `memo`, per name, as read (or grown) in this process.
+_tables: dict[str, tuple[Key | None, dict[Any, Any]]] = {}
+
+
+def memo(name: str, code: Sequence[Path], key: Any, compute: Callable[[], T]) -> T:
+    """compute(), remembered under `key` in a table kept across processes for as long as
+    the `code` that computes it is unchanged.
+
+    For pure functions too slow to run on every start: the first process to need a value
+    computes it and writes the grown table back (atomically; a lost race only loses
+    entries, which are computed again).
+    """
+    entry = _tables.get(name)
+    if entry is None:
+        stamp = key_for((), code)
+        path = path_for(name)
+        table = read(path, stamp) if path is not None and stamp is not None else None
+        entry = _tables[name] = (stamp, table if isinstance(table, dict) else {})
+    stamp, table = entry
+    if key in table:
+        return table[key]  # type: ignore[no-any-return]
+    value = compute()
+    table[key] = value
+    path = path_for(name)
+    if path is not None and stamp is not None and not racy(stamp):
+        write(path, stamp, table)
+    return value

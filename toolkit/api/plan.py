@@ -99,7 +99,7 @@ def unplanned(cat: Any, entries: Any) -> list[Rejection]:
 def task_models(task: str) -> list[ModelInput]:
     """Every recipe model tagged for TASK (code, chat, reason, embed)."""
     from toolkit.api.recipes import catalog
-    from toolkit.catalog.schema import TASKS
+    from toolkit.catalog.records import TASKS
 
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; one of: {', '.join(TASKS)}")

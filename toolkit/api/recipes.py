@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit import settings
 from toolkit.catalog import (
     Catalog,
     ModelEntry,
-    RecipeFile,
     load_catalog,
     parse_recipe,
     resolve,
@@ -20,6 +19,9 @@ from toolkit.catalog import (
 from toolkit.catalog.loader import recipe_files, shipped_recipes_dir
 from toolkit.errors import DeployError, NotFound
 from toolkit.planner.kv import global_kv_bytes_per_token
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import RecipeFile
 
 
 def catalog() -> Catalog:

@@ -17,14 +17,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from toolkit.calibration.logs import (
-    LogMemory,
-    llamacpp_device,
-    parse_llamacpp_log,
-    parse_log,
-    parse_vllm_log,
-)
 from toolkit.calibration.store import (
     RECORD_SCHEMA,
     StoredRecord,
@@ -40,6 +34,28 @@ from toolkit.calibration.store import (
 )
 from toolkit.errors import NotFound
 from toolkit.planner.types import CalibrationRecord, Plan
+
+if TYPE_CHECKING:
+    from toolkit.calibration.logs import (
+        LogMemory,
+        llamacpp_device,
+        parse_llamacpp_log,
+        parse_log,
+        parse_vllm_log,
+    )
+
+#: The log parsers load on first use (their patterns compile at import; `deploy plan`
+#: reads stored records and never parses a log).
+_LOGS = ("LogMemory", "llamacpp_device", "parse_llamacpp_log", "parse_log", "parse_vllm_log")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOGS:
+        from toolkit.calibration import logs
+
+        return getattr(logs, name)
+    raise AttributeError(f"module 'toolkit.calibration' has no attribute {name!r}")
+
 
 __all__ = [
     "RECORD_SCHEMA",
@@ -145,6 +161,8 @@ def record_from_run(
         raise NotFound(
             f"cannot read the server log {log_file}: {exc.strerror}", hint="deploy ps"
         ) from exc
+    from toolkit.calibration.logs import parse_log
+
     memory = parse_log(text, plan.engine)
     if memory.empty:
         raise NotFound(

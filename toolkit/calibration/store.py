@@ -14,12 +14,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit import settings
-from toolkit.calibration.logs import LogMemory
 from toolkit.errors import NotFound
 from toolkit.planner.types import CalibrationRecord, MeasuredDevice
+
+if TYPE_CHECKING:
+    from toolkit.calibration.logs import LogMemory
 
 RECORD_SCHEMA = 1
 

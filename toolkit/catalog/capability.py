@@ -15,8 +15,10 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from toolkit.catalog.schema import Model
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Model
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 #: Bump when the cached object graph changes shape in a way the key would not see (the
 #: key already covers every recipe file, loader.py, schema.py and the versions;
 #: toolkit/filecache.py).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def shipped_recipes_dir() -> Path:
@@ -260,27 +260,32 @@ def load_catalog(user_dirs: Sequence[Path] = ()) -> Catalog:
 
     files = recipe_files([shipped_recipes_dir(), *reversed(user_dirs)])
     here = Path(__file__).parent
-    # The code that builds the catalog and the schema of the objects pickled.
-    code = [here / "loader.py", here / "schema.py"]
+    # The code that builds the catalog, validates it, and the records pickled.
+    code = [here / "loader.py", here / "schema.py", here / "records.py"]
     return filecache.cached(
         "catalog",
         files,
         code,
         lambda: _load(files),
-        extra=(CACHE_FORMAT, _pydantic_version()),
+        extra=CACHE_FORMAT,
         valid=lambda obj: isinstance(obj, Catalog),
     )
 
 
-def _pydantic_version() -> str:
-    from pydantic.version import VERSION
-
-    return VERSION
-
-
 def _load(files: Iterable[Path]) -> Catalog:
+    """Validated by the schema, held as records (`toolkit.catalog.records`)."""
+    from toolkit.catalog.records import from_schema
+
     catalog = Catalog()
     for path in files:
         catalog.add(path, parse_recipe(path))
     catalog.link_architectures()
-    return catalog
+    return Catalog(
+        families=from_schema(catalog.families),
+        family_files=catalog.family_files,
+        models={
+            mid: replace(entry, model=from_schema(entry.model))
+            for mid, entry in catalog.models.items()
+        },
+        unavailable=from_schema(catalog.unavailable),
+    )

@@ -11,10 +11,14 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from toolkit.catalog.loader import Catalog, ModelEntry
-from toolkit.catalog.schema import Adapter, Model, Variant, variant_id
+from toolkit.catalog.records import variant_id
 from toolkit.errors import NotFound
+
+if TYPE_CHECKING:
+    from toolkit.catalog.loader import Catalog, ModelEntry
+    from toolkit.catalog.schema import Adapter, Model, Variant
 
 
 def normalize(name: str) -> str:

@@ -15,6 +15,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from toolkit.catalog import records
+
+#: Re-exported: both also describe the records the compiled catalog holds.
+TASKS = records.TASKS
+variant_id = records.variant_id
+
 Format = Literal[
     "gguf", "awq", "gptq", "fp8", "bf16", "fp16", "fp32", "int8", "int4", "mxfp4", "nvfp4"
 ]
@@ -241,7 +247,7 @@ class Context(_Frozen):
     source: str | None = None
 
 
-class VisionEncoder(_Frozen):
+class VisionEncoder(records.VisionEncoderOps, _Frozen):
     """The image encoder of a multimodal checkpoint, from its config's `vision_config`.
 
     vLLM loads it even for text-only use; a GGUF keeps it in a separate mmproj file that
@@ -260,17 +266,6 @@ class VisionEncoder(_Frozen):
     projector_out: Width
     source: str | list[str] | None = None
 
-    def params(self) -> int:
-        """Parameters of encoder and projection (google/gemma-3-4b-it: 419,816,304, its
-        4,300,079,472 total less the 3,880,099,328 text-only preset and 64 extra vocab
-        rows × 2,560)."""
-        h, i = self.hidden_size, self.intermediate_size
-        layer = 2 * 2 * h + 4 * (h * h + h) + (h * i + i) + (i * h + h)
-        patches = (self.image_size // self.patch_size) ** 2
-        embed = 3 * self.patch_size**2 * h + h + patches * h
-        projector = h * self.projector_out + h  # projection and the soft-embedding norm
-        return self.layers * layer + embed + 2 * h + projector
-
 
 class Rope(_Frozen):
     """RoPE facts that size the rotary tables vLLM builds at load time (`cos_sin_cache`,
@@ -285,7 +280,7 @@ class Rope(_Frozen):
     source: str | list[str] | None = None
 
 
-class Architecture(_Frozen):
+class Architecture(records.ArchitectureOps, _Frozen):
     """What the memory math needs. Names follow HF config.json meanings."""
 
     model_type: str
@@ -310,20 +305,6 @@ class Architecture(_Frozen):
     #: max_position_embeddings positions).
     rope: Rope | None = None
     source: str | list[str] | None = None
-
-    def global_layer_indices(self) -> tuple[int, ...]:
-        """0-indexed layers that keep a full-context KV cache."""
-        local = self.local_attention
-        if local is None:
-            return tuple(range(self.layers))
-        if local.global_layers is not None:
-            return tuple(i for i in local.global_layers if i < self.layers)
-        assert local.global_every is not None
-        return tuple(
-            i
-            for i in range(self.layers)
-            if i >= local.global_first and (i - local.global_first) % local.global_every == 0
-        )
 
     @model_validator(mode="after")
     def _check(self) -> Architecture:
@@ -369,7 +350,7 @@ class PypiSource(_Frozen):
     path: str
 
 
-class Variant(_Frozen):
+class Variant(records.VariantOps, _Frozen):
     """One set of weights in one format from one uploader."""
 
     #: The quant key: a GGUF type (q4_k_m, ud-q4_k_xl) or the format (fp8, bf16, awq …).
@@ -413,22 +394,8 @@ class Variant(_Frozen):
             raise ValueError(f"repo {self.repo!r} must be owner/name")
         return self
 
-    @property
-    def uploader(self) -> str:
-        if self.repo is None:
-            return "pypi"
-        return self.repo.split("/", 1)[0]
 
-    def total_size(self) -> int | None:
-        """Bytes on disk when every file size (or the total) is known."""
-        if self.size is not None:
-            return self.size
-        if self.files and all(f.size is not None for f in self.files):
-            return sum(f.size or 0 for f in self.files)
-        return None
-
-
-class Adapter(_Frozen):
+class Adapter(records.AdapterOps, _Frozen):
     """A LoRA adapter made for this model. The store pulls, verifies, bundles and imports
     it like a variant, as `MODEL:lora-NAME`; `deploy up MODEL --lora NAME` and a stack's
     `lora: [{adapter: NAME}]` serve it beside the base weights (docs/serving.md)."""
@@ -466,11 +433,6 @@ class Adapter(_Frozen):
             if not need <= {n.rsplit("/", 1)[-1] for n in names}:
                 raise ValueError(f"a peft adapter lists {sorted(need)} among its files")
         return self
-
-    @property
-    def quant(self) -> str:
-        """Its tag in a variant id: `smollm2-135m:lora-sql`."""
-        return f"lora-{self.name}"
 
     def as_variant(self) -> Variant:
         """The adapter as the store sees it: files from a hub repo, pinned and hashed.
@@ -522,7 +484,6 @@ class Sampling(_Frozen):
 
 
 Task = Literal["code", "chat", "reason", "embed"]
-TASKS: tuple[str, ...] = ("code", "chat", "reason", "embed")
 
 
 class Capability(_Frozen):
@@ -546,7 +507,7 @@ class Tasks(_Frozen):
     source: str
 
 
-class Model(_Frozen):
+class Model(records.ModelOps, _Frozen):
     id: str
     name: str
     repo: str
@@ -581,9 +542,6 @@ class Model(_Frozen):
         if not _ID.match(v):
             raise ValueError(f"id {v!r} must be lowercase letters, digits, '.', '_' or '-'")
         return v
-
-    def variant_ids(self) -> list[str]:
-        return [variant_id(self, v) for v in self.variants]
 
     @model_validator(mode="after")
     def _check(self) -> Model:
@@ -635,11 +593,3 @@ class RecipeFile(_Frozen):
         if not _ID.match(v):
             raise ValueError(f"family {v!r} must be lowercase letters, digits, '.', '_' or '-'")
         return v
-
-
-def variant_id(model: Model, variant: Variant) -> str:
-    """`model:quant`, plus `@uploader` unless this uploader is the quant's default."""
-    default = model.default_uploaders.get(variant.quant)
-    if default is None or default == variant.uploader:
-        return f"{model.id}:{variant.quant}"
-    return f"{model.id}:{variant.quant}@{variant.uploader}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -235,14 +234,13 @@ def table() -> SpecTable:
     toolkit.filecache while gpus.yaml and this module are unchanged)."""
     from toolkit import filecache
 
-    res = resources.files("toolkit.hardware").joinpath("gpus.yaml")
-    path = Path(str(res))
+    # Beside this module, not importlib.resources (whose import costs more than reading
+    # the cached table); the package is always installed as files.
+    path = Path(__file__).with_name("gpus.yaml")
 
     def build() -> SpecTable:
-        return parse_table(res.read_text("utf-8"))
+        return parse_table(path.read_text("utf-8"))
 
-    if not path.is_file():  # inside a zip: no file to key on
-        return build()
     return filecache.cached(
         "gpus", [path], [Path(__file__)], build, valid=lambda t: isinstance(t, SpecTable)
     )

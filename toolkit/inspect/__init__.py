@@ -10,6 +10,19 @@ Entry points (each module imports its heavy dependencies lazily):
 
 from __future__ import annotations
 
-from toolkit.inspect.source import ModelSource, load_model_source
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toolkit.inspect.source import ModelSource, load_model_source
 
 __all__ = ["ModelSource", "load_model_source"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: `source` builds schema objects (pydantic), which planning from the catalog
+    # never needs.
+    if name in __all__:
+        from toolkit.inspect import source
+
+        return getattr(source, name)
+    raise AttributeError(f"module 'toolkit.inspect' has no attribute {name!r}")

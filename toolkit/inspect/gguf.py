@@ -24,12 +24,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolkit.catalog.schema import Architecture
 from toolkit.errors import NotFound, UsageError
-from toolkit.inspect.ggufarch import architecture_from_gguf, context_from_gguf
 from toolkit.inspect.layout import REPACK_TYPES, WeightLayout, table_layout
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -380,6 +381,10 @@ def model_from_headers(
     arch_name = str(meta.get("general.architecture", ""))
     if not arch_name:
         raise UsageError("GGUF has no general.architecture", hint="is this a model file?")
+    # Here, not at the top: it builds schema objects (pydantic), which `deploy plan`
+    # reaches this module without needing.
+    from toolkit.inspect.ggufarch import architecture_from_gguf, context_from_gguf
+
     architecture, mtp = architecture_from_gguf(arch_name, meta, tensors)
     layout = layout_from_tensors(tensors, architecture, mtp_layers=mtp)
     file_type = None

@@ -24,11 +24,14 @@ reproduces unsloth's Qwen3-Coder-30B-A3B Q4_K_M file within 0.05%.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from toolkit.catalog.schema import Architecture
 from toolkit.errors import UsageError
-from toolkit.inspect.layout import WeightLayout
 from toolkit.inspect.params import is_moe_layer
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
+    from toolkit.inspect.layout import WeightLayout
 
 
 @dataclass(frozen=True)

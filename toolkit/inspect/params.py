@@ -25,8 +25,10 @@ speculative decoding uses them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from toolkit.catalog.schema import Architecture
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
 
 #: model types whose attention has q/k/v biases (Qwen2 family).
 _QKV_BIAS = frozenset({"qwen2", "qwen2_moe"})

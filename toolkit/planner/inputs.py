@@ -7,9 +7,11 @@ planner itself reads nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from toolkit.catalog.schema import Architecture
-from toolkit.inspect.layout import WeightLayout
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
+    from toolkit.inspect.layout import WeightLayout
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
-from toolkit.catalog.schema import Architecture
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
 
 #: Bytes per element of each KV dtype. q8_0 / q4_0 are llama.cpp block types:
 #: 34 bytes per 32 values and 18 bytes per 32 values.

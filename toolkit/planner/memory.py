@@ -11,8 +11,12 @@ vLLM (GPU): see `toolkit.planner.vllm_memory`.
 
 from __future__ import annotations
 
-from toolkit.catalog.schema import Architecture
+from typing import TYPE_CHECKING
+
 from toolkit.planner.kv import KV_DTYPE_BYTES, linear_state_bytes
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
 
 MiB = 1024**2
 GiB = 1024**3

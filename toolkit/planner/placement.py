@@ -11,15 +11,18 @@ vllm_memory.vllm_terms.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from toolkit.catalog.schema import Architecture
-from toolkit.hardware.model import Gpu, Hardware
-from toolkit.inspect.layout import WeightLayout
 from toolkit.planner import memory as mem
 from toolkit.planner import vllm_memory as vm
 from toolkit.planner.speed import DEFAULT_RAM_BW, Part
 from toolkit.planner.types import DeviceMemory
 from toolkit.planner.weights import vllm_rank_extra_bytes
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
+    from toolkit.hardware.model import Gpu, Hardware
+    from toolkit.inspect.layout import WeightLayout
 
 GiB = 1024**3
 MiB = 1024**2

@@ -570,6 +570,8 @@ def _apple_cap(
 ) -> Plan:
     """On an Apple GPU: name the wired-memory cap and, when raising it to what macOS can
     spare would change the first plan, what it would give."""
+    if not any(g.vendor == "apple" for g in hw.gpus):
+        return best
     from toolkit.hardware.apple import suggested_wired_limit, wired_cap_note
 
     note = wired_cap_note(hw)

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 
 #: Coefficients and their starting values (units in the names). The fit moves them in
 #: log space; `speed_params.json` holds the fitted values.
@@ -281,7 +281,7 @@ class Fitted:
 def fitted() -> Fitted:
     """The coefficients shipped in speed_params.json (DEFAULTS when absent)."""
     try:
-        text = resources.files("toolkit.planner").joinpath("speed_params.json").read_text()
+        text = Path(__file__).with_name("speed_params.json").read_text("utf-8")
         doc = json.loads(text)
     except (OSError, ValueError):
         return Fitted(dict(DEFAULTS), 0.5, 1.5, 0.5, 1.5, 0, 0)

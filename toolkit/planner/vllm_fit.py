@@ -24,11 +24,13 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolkit.catalog.schema import Architecture
 from toolkit.planner import vllm_memory as vm
 from toolkit.planner.speedfit import golden_section
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
 
 GiB = 1024**3
 

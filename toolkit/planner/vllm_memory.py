@@ -40,11 +40,13 @@ import math
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from toolkit.catalog.schema import Architecture
 from toolkit.planner.kv import KV_DTYPE_BYTES, linear_layer_state_bytes
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
 
 MiB = 1024**2
 GiB = 1024**3
@@ -88,7 +90,7 @@ def params() -> dict[str, float]:
     """The fitted constants (toolkit/planner/vllm_params.json), defaults where absent."""
     out = dict(DEFAULT_PARAMS)
     try:
-        text = resources.files("toolkit.planner").joinpath("vllm_params.json").read_text("utf-8")
+        text = Path(__file__).with_name("vllm_params.json").read_text("utf-8")
     except FileNotFoundError:
         return out
     doc = json.loads(text)

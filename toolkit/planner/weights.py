@@ -18,12 +18,15 @@ every vLLM rank holds (`rope_cache_bytes`) and the image encoder vLLM loads besi
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from toolkit.catalog.schema import Architecture
-from toolkit.inspect.ggufmix import estimate_gguf_layout
 from toolkit.inspect.layout import WeightLayout, compute_active_bytes
 from toolkit.inspect.params import param_breakdown
-from toolkit.planner.quant import QuantInfo
+
+if TYPE_CHECKING:
+    from toolkit.catalog.schema import Architecture
+    from toolkit.planner.quant import QuantInfo
 
 
 def _active(arch: Architecture, total: int, embedding: int, experts: tuple[int, ...]) -> int:
@@ -65,6 +68,19 @@ def _scaled_to(arch: Architecture, layout: WeightLayout, size_bytes: int) -> Wei
     )
 
 
+def _gguf_layout(arch: Architecture, ftype: str) -> WeightLayout:
+    """`estimate_gguf_layout`, remembered across runs: replaying llama-quantize's choice
+    for every tensor costs a `deploy plan` start several milliseconds per GGUF variant."""
+    from toolkit import filecache
+    from toolkit.inspect.ggufmix import estimate_gguf_layout
+
+    inspect = Path(__file__).parents[1] / "inspect"
+    code = [inspect / f for f in ("ggufmix.py", "gguf.py", "layout.py", "params.py")]
+    return filecache.memo(
+        "gguf-layouts", code, (repr(arch), ftype), lambda: estimate_gguf_layout(arch, ftype)
+    )
+
+
 def estimate_layout(
     arch: Architecture,
     info: QuantInfo,
@@ -78,7 +94,7 @@ def estimate_layout(
     `size_bytes` (the real download size) rescales everything so the total matches the files.
     """
     if info.gguf_ftype is not None:
-        layout = estimate_gguf_layout(arch, info.gguf_ftype)
+        layout = _gguf_layout(arch, info.gguf_ftype)
         return _scaled_to(arch, layout, size_bytes) if size_bytes else layout
     b = param_breakdown(arch)
     layer_total = sum(b.per_layer)
