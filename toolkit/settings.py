@@ -53,9 +53,7 @@ def home() -> Path:
                 hint="point DEPLOY_HOME at a folder (it is created if missing), or unset it",
             )
         return path
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("deploy", appauthor=False))
+    return _user_dir("data")
 
 
 def cache_dir() -> Path:
@@ -65,9 +63,29 @@ def cache_dir() -> Path:
         return Path(value).expanduser()
     if os.environ.get(DEPLOY_HOME):
         return home() / "cache"
-    from platformdirs import user_cache_dir
+    return _user_dir("cache")
 
-    return Path(user_cache_dir("deploy", appauthor=False))
+
+def _user_dir(kind: str) -> Path:
+    """platformdirs' user data / cache dir for "deploy". Linux and macOS are spelled out
+    here, as platformdirs spells them (XDG_DATA_HOME / XDG_CACHE_HOME, else ~/.local/share
+    and ~/.cache; ~/Library/Application Support and ~/Library/Caches): importing it costs
+    every `deploy plan` start more than reading the compiled catalog."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        var, fallback = {
+            "data": ("XDG_DATA_HOME", "~/.local/share"),
+            "cache": ("XDG_CACHE_HOME", "~/.cache"),
+        }[kind]
+        base = os.environ.get(var, "").strip() or os.path.expanduser(fallback)
+        return Path(os.path.join(base, "deploy"))
+    if sys.platform == "darwin":
+        sub = {"data": "Application Support", "cache": "Caches"}[kind]
+        return Path(os.path.expanduser(f"~/Library/{sub}/deploy"))
+    import platformdirs
+
+    return Path(getattr(platformdirs, f"user_{kind}_dir")("deploy", appauthor=False))
 
 
 def config_dir() -> Path:
