@@ -52,18 +52,21 @@ def _cc(gpu: Gpu) -> float | None:
 HOPPER_TRITON_MXFP4 = (0, 12, 0)
 
 
-def mxfp4_marlin(gpu: Gpu, version: tuple[int, ...] | None = None) -> bool:
-    """vLLM runs MXFP4 MoE layers on this GPU through Marlin (weight-only), which pads the
-    experts more than the other paths do: NVIDIA cc 8.x, the Blackwell parts other than
-    SM100 (cc ≥ 11: Triton is kept to SM90 and SM100 by vllm-project/vllm#29339; a GB10
-    logs 13.72 GiB for gpt-oss-20b, the Marlin layout), and Hopper before vLLM 0.12
-    (`version` None: the newest)."""
+def mxfp4_moe_kernel(gpu: Gpu, version: tuple[int, ...] | None = None) -> str | None:
+    """Which kernel vLLM runs MXFP4 MoE layers through on this GPU (each pads the experts
+    its own way, `toolkit.planner.weights.mxfp4_kernel_extra`): "marlin" (weight-only) on
+    NVIDIA cc 8.x, on the Blackwell parts other than SM100 (cc ≥ 11: Triton is kept to SM90
+    and SM100 by vllm-project/vllm#29339; a GB10 logs 13.72 GiB for gpt-oss-20b, the Marlin
+    layout) and on Hopper before vLLM 0.12; "triton" (OpenAI's triton_kernels) on Hopper
+    from 0.12 (`version` None: the newest); None elsewhere (SM100's FlashInfer kernels,
+    ROCm, unknown GPUs), where the checkpoint's own padding is what is planned."""
     cc = _cc(gpu)
     if cc is None:
-        return False
+        return None
     if 9.0 <= cc < 10.0:
-        return version is not None and tuple(version) < HOPPER_TRITON_MXFP4
-    return 8.0 <= cc < 9.0 or cc >= 11.0
+        old = version is not None and tuple(version) < HOPPER_TRITON_MXFP4
+        return "marlin" if old else "triton"
+    return "marlin" if 8.0 <= cc < 9.0 or cc >= 11.0 else None
 
 
 def llamacpp_gpu(fmt: str, gpu: Gpu) -> Verdict:

@@ -460,15 +460,15 @@ def vllm_gpu(
     spec_tokens: int = 0,
     lora: tuple[int, int] | None = None,
     max_position: int = 0,
-    mxfp4_marlin: bool = False,
+    mxfp4_kernel: str | None = None,
 ) -> Evaluated:
     """vLLM on `tp × pp` GPUs, or `dp` data-parallel replicas of the attention with the
     experts spread over all of them (`dp > 1`, expert parallel, TP 1 each). With DP
     every rank holds the whole attention and its own KV pool, so one request's context
     is what one rank's pool holds, and the replicas serve requests side by side.
     `max_position` (the config's max_position_embeddings) sizes the rotary table every
-    rank holds beside its share of the weights; `mxfp4_marlin` adds the padding of the
-    Marlin MXFP4 MoE path (`compat.mxfp4_marlin` says which GPUs and versions take it)."""
+    rank holds beside its share of the weights; `mxfp4_kernel` (`compat.mxfp4_moe_kernel`)
+    how the MXFP4 MoE kernel vLLM picks for the GPU pads each rank's experts."""
     used = gpus[: tp * pp * dp]
     total = min(g.total_bytes for g in used)
     free = min(g.free_bytes for g in used)
@@ -481,7 +481,7 @@ def vllm_gpu(
     else:
         w_gpu = -(-loaded // (tp * pp))
     w_gpu += vllm_rank_extra_bytes(
-        arch, layout, tp=tp, pp=pp, dp=dp, max_position=max_position, marlin=mxfp4_marlin
+        arch, layout, tp=tp, pp=pp, dp=dp, max_position=max_position, mxfp4_kernel=mxfp4_kernel
     )
     if lora is not None:
         w_gpu += lora_bytes(arch, rank=lora[1], max_loras=lora[0], tp=tp) // pp

@@ -268,6 +268,7 @@ def vllm_search(
             why.append(tp_ok(model, v, tp)[2])
     conc = max(1, req.concurrency)
     version = vm.parse_version(req.vllm_version) or vm.NEWEST
+    kernel = compat.mxfp4_moe_kernel(group[0], version) if v.format == "mxfp4" else None
 
     def ev(tp: int, pp: int, dp: int = 1) -> Evaluated:
         return placement.vllm_gpu(
@@ -288,7 +289,7 @@ def vllm_search(
             spec_tokens=req.spec_tokens or 0,
             lora=(req.max_loras, req.lora_rank) if req.lora_rank else None,
             max_position=model.native_ctx,
-            mxfp4_marlin=v.format == "mxfp4" and compat.mxfp4_marlin(group[0], version),
+            mxfp4_kernel=kernel,
         )
 
     if req.spec_tokens and not model.arch.mtp_layers:

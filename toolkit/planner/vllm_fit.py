@@ -116,24 +116,24 @@ def _weights(
         layout,
         tp=tp,
         max_position=max_position,
-        marlin=info.key == "mxfp4" and _marlin(gpu_name, version),
+        mxfp4_kernel=_mxfp4_kernel(gpu_name, version) if info.key == "mxfp4" else None,
         dtype_bytes=4 if quant == "fp32" else 2,
     )
 
 
-def _marlin(gpu_name: str, version: vm.Version | None) -> bool:
-    """Whether that vLLM version runs MXFP4 through Marlin on the GPU a log names
+def _mxfp4_kernel(gpu_name: str, version: vm.Version | None) -> str | None:
+    """The kernel that vLLM version runs MXFP4 MoE layers through on the GPU a log names
     ("A100 80GB")."""
     from toolkit.hardware.model import Gpu
     from toolkit.hardware.specs import table
-    from toolkit.planner.compat import mxfp4_marlin
+    from toolkit.planner.compat import mxfp4_moe_kernel
 
     specs = table()
     spec = specs.match_reported(gpu_name) or specs.get(gpu_name.replace("-", " ").split()[0])
     if spec is None:
-        return False
+        return None
     gpu = Gpu(0, spec.name, spec.vendor, 0, 0, compute_capability=spec.compute_capability)
-    return mxfp4_marlin(gpu, version)
+    return mxfp4_moe_kernel(gpu, version)
 
 
 def to_case(

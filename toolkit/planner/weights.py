@@ -10,7 +10,7 @@ unquantised) and at the quant's bits in GGUF estimates. When the variant's downl
 is known, the layout is scaled to it.
 
 Planner-specific here: that scaling, MXFP4's experts-only quantisation, vLLM's MXFP4
-padding (`vllm_padded`, and Marlin's per rank: `marlin_mxfp4_extra`), the rotary table
+padding (`vllm_padded`, and per rank the kernel's own: `mxfp4_kernel_extra`), the rotary table
 every vLLM rank holds (`rope_cache_bytes`) and the image encoder vLLM loads beside a text model
 (`vllm_loaded`).
 """
@@ -154,23 +154,52 @@ def vllm_padded(arch: Architecture, layout: WeightLayout, info: QuantInfo) -> We
     )
 
 
-def marlin_mxfp4_extra(arch: Architecture, layout: WeightLayout, tp: int) -> int:
-    """Bytes per rank that vLLM's Marlin MXFP4 MoE path (`compat.mxfp4_marlin`: A100, RTX
-    30xx/40xx, L40S, RTX 50xx, GB10, and Hopper before vLLM 0.12) holds beyond the
-    `vllm_padded` layout. Marlin needs n % 256 and k % 128 in both expert matrices, so vLLM
-    pads each rank's expert intermediate size up to a multiple of 128 and the hidden size
-    up to a multiple of 256 (vllm/model_executor/layers/quantization/mxfp4.py,
-    `Mxfp4MoEMethod.create_weights`, the MARLIN branch): gpt-oss-120b at TP 4 on A100s,
-    720 → 768 and 2880 → 3072, 17.1 GiB per rank against the 17.22 GiB vLLM 0.10.1
-    logged."""
-    if arch.moe is None:
+def _up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def mxfp4_expert_bytes(kernel: str | None, inter: int, hidden: int) -> int:
+    """Bytes of one MXFP4 expert (gate+up and down: 4-bit values, one e8m0 scale per 32
+    values, biases) with intermediate size `inter` on a rank, as `kernel` holds it; None:
+    as the checkpoint stores it (bf16 biases, no padding).
+
+    "marlin": Marlin needs n % 256 and k % 128 in both matrices, so vLLM pads the rank's
+    intermediate size to a multiple of 128 and the hidden size to 256
+    (vllm/model_executor/layers/quantization/mxfp4.py, `Mxfp4MoEMethod.create_weights`,
+    the MARLIN branch). "triton": vLLM pads the intermediate size to a multiple of 64 and
+    makes the biases fp32 (`process_weights_after_loading`, TRITON), then triton_kernels'
+    Hopper layouts pad the swizzled values to multiples of 64 (the packed axis) and 256
+    and the scales to 256 rows (triton-lang/triton, python/triton_kernels/triton_kernels/
+    tensor_details/layout_details/hopper_value.py `_padded_shape`, hopper_scale.py
+    `SWIZZLE_ALIGN_M` with vLLM's 8 warps)."""
+    i, h = inter, hidden
+    if kernel == "marlin":
+        i, h = _up(inter, 128), _up(hidden, 256)
+    if kernel == "triton":
+        i = _up(inter, 64)
+        values = _up(h // 2, 64) * _up(2 * i, 256) + _up(i // 2, 64) * _up(h, 256)
+        scales = _up(2 * i, 256) * _up(h // 32, 2) + _up(h, 256) * _up(i // 32, 2)
+        return values + scales + (2 * i + h) * 4
+    return 3 * i * h // 2 + 3 * i * (h // 32) + (2 * i + h) * 2
+
+
+def mxfp4_kernel_extra(
+    arch: Architecture, layout: WeightLayout, tp: int, kernel: str | None
+) -> int:
+    """Bytes per rank that vLLM's MXFP4 MoE kernel (`compat.mxfp4_moe_kernel`) holds beyond
+    the `vllm_padded` layout's share: `mxfp4_expert_bytes` of the kernel against the
+    checkpoint's, at the rank's intermediate size (negative where the kernel pads less
+    than `vllm_padded` assumes). gpt-oss-120b at TP 4 on A100s (Marlin): 17.1 GiB per rank
+    against the 17.22 GiB vLLM 0.10.1 logged; gpt-oss-20b on H100s with vLLM 0.19
+    (Triton): 13.40 / 6.93 GiB at TP 1 / 2 against 13.64 / 7.01 logged."""
+    if arch.moe is None or kernel not in ("marlin", "triton"):
         return 0
     inter, hidden = arch.moe.expert_intermediate_size, arch.hidden_size
     part = -(-inter // tp)
-    marlin = (-(-part // 128) * 128) / part * (-(-hidden // 256) * 256) / hidden
-    padded = (-(-inter // 256) * 256) / inter  # what `vllm_padded` already counts
-    experts = sum(layout.expert_bytes_per_layer) / padded  # as the checkpoint stores them
-    return max(0, int(experts * (marlin - padded))) // tp
+    padded = _up(inter, 256) / inter  # what `vllm_padded` already counts
+    stored = sum(layout.expert_bytes_per_layer) / padded / tp  # the rank's, as stored
+    ratio = mxfp4_expert_bytes(kernel, part, hidden) / mxfp4_expert_bytes(None, part, hidden)
+    return int(stored * (ratio - padded))
 
 
 def vision_bytes(arch: Architecture) -> int:
@@ -210,19 +239,18 @@ def vllm_rank_extra_bytes(
     pp: int = 1,
     dp: int = 1,
     max_position: int,
-    marlin: bool,
+    mxfp4_kernel: str | None,
     dtype_bytes: int = 2,
 ) -> int:
     """What one vLLM rank holds beside its share of `layout` (the `vllm_loaded` one): the
-    rotary table every rank keeps whole, and, where MXFP4 runs through Marlin, that path's
-    padding of the rank's experts (with data-parallel expert ranks, whole experts at TP 1,
-    a dp-th of them each)."""
+    rotary table every rank keeps whole, and how the MXFP4 MoE kernel in use pads the
+    rank's experts beyond that layout (with data-parallel expert ranks: whole experts at
+    TP 1, a dp-th of them each)."""
     extra = rope_cache_bytes(arch, max_position, dtype_bytes)
-    if marlin:
-        if dp == 1:
-            extra += marlin_mxfp4_extra(arch, layout, tp) // pp
-        else:
-            extra += marlin_mxfp4_extra(arch, layout, 1) // dp
+    if dp == 1:
+        extra += mxfp4_kernel_extra(arch, layout, tp, mxfp4_kernel) // pp
+    else:
+        extra += mxfp4_kernel_extra(arch, layout, 1, mxfp4_kernel) // dp
     return extra
 
 
