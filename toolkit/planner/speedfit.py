@@ -3,10 +3,12 @@
 Each measurement (tests/data/speed/*.yaml; schema in that folder's README) becomes a
 SpeedCase built from what the source states — model size or parameters × the quant's
 bits, the GPU's bandwidth and FLOP/s from the spec table, the placement — so the model
-sees measurements the way the planner sees plans. The fit minimises the squared log2
-error (decode and prefill together), with a weak pull toward the starting values so a
-coefficient with little data stays plausible; coordinate descent in log space with a
-golden-section line search (no SciPy needed). Leave-one-source-out: refit without one
+sees measurements the way the planner sees plans. The fit minimises a robust (Cauchy)
+loss of the log2 error (decode and prefill together), so that a source no term explains
+(a kernel regression, an unusual build) pulls the shared coefficients less than a squared
+error lets it, with a weak pull toward the starting values so a coefficient with little
+data stays plausible; coordinate descent in log space with a golden-section line search
+(no SciPy needed). Leave-one-source-out: refit without one
 source, predict it, repeat for every source.
 """
 
@@ -35,6 +37,10 @@ _BYTES_PER_S = (5e10, 2e13)
 _FRACTION = (0.02, 1.0)
 #: Weight of the pull toward DEFAULTS (per coefficient, squared log2 distance).
 PRIOR = 0.02
+#: Scale of the Cauchy loss, in log2 units: errors well inside it count as squared, far
+#: outside it about logarithmically. Chosen by leave-one-source-out error over squared
+#: error, Huber at 0.15 / 0.3 and Cauchy at 0.2 / 0.3 / 0.5 (docs/planner.md, Speed).
+ROBUST_SCALE = 0.3
 #: Share of an MoE model's active parameters in its routed experts, when the source does
 #: not say (Qwen3-30B-A3B 0.55, gpt-oss-20b 0.66 from their configs).
 EXPERT_ACTIVE_SHARE = 0.6
@@ -237,9 +243,14 @@ def _loss(ms: Sequence[Measurement], params: Mapping[str, float]) -> float:
         est = predict(m, params)
         if est is None or est <= 0:
             continue
-        total += math.log2(est / m.value) ** 2
+        total += robust(math.log2(est / m.value))
     prior = sum(math.log2(params[k] / DEFAULTS[k]) ** 2 for k in DEFAULTS)
     return total + PRIOR * prior
+
+
+def robust(err: float, scale: float = ROBUST_SCALE) -> float:
+    """Cauchy loss of a log2 error: about err² near 0, growing like log(err²) far out."""
+    return scale * scale * math.log1p((err / scale) ** 2)
 
 
 def _used(ms: Sequence[Measurement]) -> list[str]:
@@ -257,7 +268,7 @@ def _used(ms: Sequence[Measurement]) -> list[str]:
 def fit(
     ms: Sequence[Measurement], start: Mapping[str, float] | None = None, rounds: int = 6
 ) -> dict[str, float]:
-    """Coefficients minimising the squared log2 error over `ms` (plus the prior)."""
+    """Coefficients minimising the robust loss of the log2 error over `ms` (plus the prior)."""
     params = dict(start or DEFAULTS)
     keys = _used(ms)
     for _ in range(rounds):
