@@ -214,3 +214,22 @@ def test_memo_without_a_writable_cache_dir_still_answers(
     assert filecache.memo("t", [code], "k", lambda: 7) == 7
     monkeypatch.setattr(filecache, "_tables", {})
     assert filecache.memo("t", [code], "k", lambda: 8) == 8
+
+
+def test_a_full_memo_table_starts_afresh(
+    isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(settings.DEPLOY_CACHE_DIR, raising=False)
+    monkeypatch.setattr(filecache, "RACY_S", 0.0)
+    monkeypatch.setattr(filecache, "MEMO_MAX", 3)
+    monkeypatch.setattr(filecache, "_tables", {})
+    code = tmp_path / "code.py"
+    _write(code, "v1")
+    for k in range(5):
+        assert filecache.memo("t", [code], k, lambda k=k: k * 10) == k * 10
+    monkeypatch.setattr(filecache, "_tables", {})
+    calls: list[int] = []
+    assert filecache.memo("t", [code], 4, lambda: calls.append(1) or 40) == 40
+    assert calls == []  # the newest entries were kept
+    assert filecache.memo("t", [code], 0, lambda: calls.append(1) or 0) == 0
+    assert calls == [1]  # the oldest went with the reset

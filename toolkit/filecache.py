@@ -117,6 +117,9 @@ def cached(
 
 #: Tables of `memo`, per name, as read (or grown) in this process.
 _tables: dict[str, tuple[Key | None, dict[Any, Any]]] = {}
+#: Entries a memo table keeps: when full it starts afresh, so a table (read on every start)
+#: stays small however many models are planned over time.
+MEMO_MAX = 256
 
 
 def memo(name: str, code: Sequence[Path], key: Any, compute: Callable[[], T]) -> T:
@@ -137,6 +140,8 @@ def memo(name: str, code: Sequence[Path], key: Any, compute: Callable[[], T]) ->
     if key in table:
         return table[key]  # type: ignore[no-any-return]
     value = compute()
+    if len(table) >= MEMO_MAX:
+        table.clear()
     table[key] = value
     path = path_for(name)
     if path is not None and stamp is not None and not racy(stamp):
