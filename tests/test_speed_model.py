@@ -194,6 +194,35 @@ def test_tensor_parallel_over_a_gpu_fabric_costs_less_than_over_pcie() -> None:
     assert {g.fabric for g in parse_spec("2xmi300x,ram=1T").gpus} == {"xgmi"}
 
 
+def test_llamacpp_prefill_on_amd_cdna_has_its_own_efficiency() -> None:
+    """llama.cpp's HIP kernels reach a different share of an MI300X's (CDNA) tensor peak than
+    of an RX 7900 XTX's (RDNA); the planner takes the family from the spec table."""
+    from toolkit.planner.speedmodel import prefill_tok_s
+
+    params = fitted().params
+    assert params["pp_llamacpp_rocm_cdna"] != params["pp_llamacpp_rocm"]
+
+    def case(arch: str) -> SpeedCase:
+        return SpeedCase(
+            engine="llamacpp",
+            backend="rocm",
+            places=(Place("gpu", 4e9, 5.3e12, 1, 1.0),),
+            layers=32,
+            flops_per_token=16e9,
+            gpu_flops=1.3e15,
+            gpu_arch=arch,
+        )
+
+    cdna, rdna = prefill_tok_s(case("cdna3"), params), prefill_tok_s(case("rdna3"), params)
+    assert cdna and rdna
+    ratio = params["pp_llamacpp_rocm_cdna"] / params["pp_llamacpp_rocm"]
+    assert cdna / rdna == pytest.approx(ratio)
+    from toolkit.hardware.specstring import parse_spec
+
+    assert parse_spec("1xmi300x,ram=1T").gpus[0].arch == "cdna3"
+    assert parse_spec("1xrx7900xtx,ram=64G").gpus[0].arch == "rdna3"
+
+
 def test_the_spec_table_refuses_an_unknown_fabric() -> None:
     from toolkit.hardware.specs import parse_table
 

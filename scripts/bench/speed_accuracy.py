@@ -52,11 +52,15 @@ def load(data_dir: Path = DATA) -> tuple[list[speedfit.Measurement], dict[str, s
         s = specs.get(name)
         return s.fabric if s else None
 
+    def arch_of(name: str) -> str | None:
+        s = specs.get(name)
+        return s.arch if s else None
+
     out: list[speedfit.Measurement] = []
     skipped: dict[str, str] = {}
     for path in sorted(data_dir.glob("*.yaml")):
         for row in yaml.safe_load(path.read_text())["measurements"]:
-            m = speedfit.to_measurement(row, gpu_spec, fabric_of)
+            m = speedfit.to_measurement(row, gpu_spec, fabric_of, arch_of)
             if isinstance(m, str):
                 skipped[str(row.get("id"))] = m
             else:

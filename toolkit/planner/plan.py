@@ -291,6 +291,7 @@ def speed_case(
         kernel=kernel,
         cuda_graphs=not (engine == "vllm" and backend == "cpu"),
         fabric=bool(used) and all(g.fabric for g in used),
+        gpu_arch=(used[0].arch or "") if used else "",
         weight_share=min(1.0, float(layout.active_bytes or layout.total_bytes) / read)
         if read > 0
         else 1.0,

@@ -77,6 +77,7 @@ def to_measurement(
     m: Mapping[str, Any],
     gpu_spec: Callable[[str], tuple[float | None, float | None, float | None]],
     fabric_of: Callable[[str], str | None] = lambda gpu: None,
+    arch_of: Callable[[str], str | None] = lambda gpu: None,
 ) -> Measurement | str:
     """A measurement dict → Measurement.
     `gpu_spec(id)` gives (bandwidth bytes/s, dense fp16 FLOP/s, dense int8 OP/s) from the
@@ -191,6 +192,7 @@ def to_measurement(
         kernel=kernel if engine == "vllm" else "bf16",
         cuda_graphs=_graphs(m, engine, backend),
         fabric=bool(hw.get("gpu") and fabric_of(str(hw["gpu"]))),
+        gpu_arch=(arch_of(str(hw["gpu"])) or "") if hw.get("gpu") else "",
         weight_share=active / (active + kv_read) if test != "pp" else 1.0,
         experts=int(model.get("experts") or 0),
         experts_per_token=int(model.get("experts_per_token") or 0),

@@ -79,6 +79,9 @@ DEFAULTS: dict[str, float] = {
     "pp_llamacpp_cuda": 0.35,
     "pp_llamacpp_metal": 0.5,
     "pp_llamacpp_rocm": 0.25,
+    # llama.cpp's HIP prefill on AMD's datacenter CDNA parts (MI210/MI250/MI300X), whose
+    # matrix cores its kernels use differently from consumer RDNA's WMMA
+    "pp_llamacpp_rocm_cdna": 0.25,
     "pp_llamacpp_vulkan": 0.25,
     "pp_vllm_cuda": 0.5,
     # vLLM batching: fraction of the GPU FLOP/s a decode step reaches
@@ -135,6 +138,8 @@ class SpeedCase:
     expert_share: float = 0.0
     #: The tensor-parallel ranks talk over a GPU fabric (NVLink, Infinity Fabric), not PCIe.
     fabric: bool = False
+    #: The GPU's architecture family from the spec table ("cdna3", "rdna3", "hopper" ...).
+    gpu_arch: str = ""
 
 
 #: Sharpness of the bandwidth saturation: the rate one stream draws is the p-norm
@@ -246,6 +251,8 @@ def prefill_tok_s(case: SpeedCase, p: dict[str, float]) -> float | None:
             if not case.gpu_flops:
                 return None
             key = f"pp_{case.engine}_{case.backend}"
+            if case.backend == "rocm" and case.gpu_arch.startswith("cdna"):
+                key += "_cdna"
             rate = case.gpu_flops * p.get(key, p["pp_llamacpp_cuda"])
         seconds += pl.flop_share * case.flops_per_token / rate
     return 1.0 / seconds if seconds > 0 else None
