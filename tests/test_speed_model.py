@@ -120,19 +120,21 @@ def test_expert_offload_puts_the_routed_experts_share_in_ram() -> None:
     assert cpu.bandwidth == 80e9 and m.case.handoff_layers == 16
 
 
+def _case(**fields: Any) -> SpeedCase:
+    """One GPU on vLLM reading 2 GB a token over 48 layers, with `fields` changed."""
+    base: dict[str, Any] = {
+        "engine": "vllm",
+        "backend": "cuda",
+        "places": (Place("gpu", 2e9, 3e12, 1, 1.0),),
+        "layers": 48,
+    }
+    return SpeedCase(**{**base, **fields})
+
+
 def test_moe_batches_read_more_experts() -> None:
     def case(n: int) -> SpeedCase:
-        return SpeedCase(
-            engine="vllm",
-            backend="cuda",
-            places=(Place("gpu", 2e9, 3e12, 1, 1.0),),
-            layers=48,
-            moe_layers=48,
-            concurrency=n,
-            experts=128,
-            experts_per_token=8,
-            expert_share=0.6,
-        )
+        moe = {"experts": 128, "experts_per_token": 8, "expert_share": 0.6}
+        return _case(moe_layers=48, concurrency=n, **moe)
 
     one = decode_tok_s(case(1), dict(DEFAULTS))
     many = decode_tok_s(case(32), dict(DEFAULTS))
@@ -203,15 +205,8 @@ def test_llamacpp_prefill_on_amd_cdna_has_its_own_efficiency() -> None:
     assert params["pp_llamacpp_rocm_cdna"] != params["pp_llamacpp_rocm"]
 
     def case(arch: str) -> SpeedCase:
-        return SpeedCase(
-            engine="llamacpp",
-            backend="rocm",
-            places=(Place("gpu", 4e9, 5.3e12, 1, 1.0),),
-            layers=32,
-            flops_per_token=16e9,
-            gpu_flops=1.3e15,
-            gpu_arch=arch,
-        )
+        rocm = {"engine": "llamacpp", "backend": "rocm", "gpu_arch": arch}
+        return _case(flops_per_token=16e9, gpu_flops=1.3e15, **rocm)
 
     cdna, rdna = prefill_tok_s(case("cdna3"), params), prefill_tok_s(case("rdna3"), params)
     assert cdna and rdna
