@@ -115,8 +115,9 @@ def cached(
     return built
 
 
-#: Tables of `memo`, per name, as read (or grown) in this process.
-_tables: dict[str, tuple[Key | None, dict[Any, Any]]] = {}
+#: Tables of `memo`, per name, as read (or grown) in this process: their key, their file
+#: and their entries.
+_tables: dict[str, tuple[Key | None, Path | None, dict[Any, Any]]] = {}
 #: Entries a memo table keeps: when full it starts afresh, so a table (read on every start)
 #: stays small however many models are planned over time.
 MEMO_MAX = 256
@@ -134,16 +135,15 @@ def memo(name: str, code: Sequence[Path], key: Any, compute: Callable[[], T]) ->
     if entry is None:
         stamp = key_for((), code)
         path = path_for(name)
-        table = read(path, stamp) if path is not None and stamp is not None else None
-        entry = _tables[name] = (stamp, table if isinstance(table, dict) else {})
-    stamp, table = entry
+        stored = read(path, stamp) if path is not None and stamp is not None else None
+        entry = _tables[name] = (stamp, path, stored if isinstance(stored, dict) else {})
+    stamp, path, table = entry
     if key in table:
         return table[key]  # type: ignore[no-any-return]
     value = compute()
     if len(table) >= MEMO_MAX:
         table.clear()
     table[key] = value
-    path = path_for(name)
     if path is not None and stamp is not None and not racy(stamp):
         write(path, stamp, table)
     return value

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from toolkit.catalog.schema import Model, RecipeFile, Unavailable
 
 #: Bump when the cached object graph changes shape in a way the key would not see (the
-#: key already covers every recipe file, loader.py, schema.py and the versions;
+#: key already covers every recipe file, loader.py, schema.py, records.py and the versions;
 #: toolkit/filecache.py).
 CACHE_FORMAT = 2
 

@@ -8,8 +8,8 @@ loss of the log2 error (decode and prefill together), so that a source no term e
 (a kernel regression, an unusual build) pulls the shared coefficients less than a squared
 error lets it, with a weak pull toward the starting values so a coefficient with little
 data stays plausible; coordinate descent in log space with a golden-section line search
-(no SciPy needed). Leave-one-source-out: refit without one
-source, predict it, repeat for every source.
+(no SciPy needed). Leave-one-source-out: refit without one source, predict it, repeat for
+every source.
 """
 
 from __future__ import annotations

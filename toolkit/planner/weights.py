@@ -140,7 +140,7 @@ def vllm_padded(arch: Architecture, layout: WeightLayout, info: QuantInfo) -> We
     if info.key != "mxfp4" or arch.moe is None:
         return layout
     inter = arch.moe.expert_intermediate_size
-    factor = (-(-inter // 256) * 256) / inter
+    factor = _up(inter, 256) / inter
     if factor == 1.0:
         return layout
     extra = [int(e * (factor - 1)) for e in layout.expert_bytes_per_layer]
@@ -191,7 +191,7 @@ def mxfp4_kernel_extra(
     checkpoint's, at the rank's intermediate size (negative where the kernel pads less
     than `vllm_padded` assumes). gpt-oss-120b at TP 4 on A100s (Marlin): 17.1 GiB per rank
     against the 17.22 GiB vLLM 0.10.1 logged; gpt-oss-20b on H100s with vLLM 0.19
-    (Triton): 13.40 / 6.93 GiB at TP 1 / 2 against 13.64 / 7.01 logged."""
+    (Triton): 13.44 / 6.95 GiB at TP 1 / 2 against 13.64 / 7.01 logged."""
     if arch.moe is None or kernel not in ("marlin", "triton"):
         return 0
     inter, hidden = arch.moe.expert_intermediate_size, arch.hidden_size
